@@ -1,0 +1,87 @@
+"""Cloud-init documents for one VM, as text (no Pulumi).
+
+vSphere hands them to the guest through `guestinfo.metadata` / `guestinfo.userdata`
+(cloud-init's VMware datasource). The metadata carries the hostname and the
+static address as netplan v2; the user-data creates the SSH user, installs the
+program-generated SSH host key (so every later SSH connection can pin it) and
+the Docker engine.
+"""
+from __future__ import annotations
+
+import base64
+
+import yaml
+
+from components.config import ClusterConfig, PlacedNode
+
+# Ray's temp and spill directories live here, on the VM's (grown) root disk.
+DATA_DIR = "/var/lib/ray-cluster"
+
+
+def metadata(cfg: ClusterConfig, placed: PlacedNode) -> str:
+    net = cfg.network
+    nameservers = {"addresses": [str(ip) for ip in net.dns_servers]}
+    if net.search_domains:
+        nameservers["search"] = list(net.search_domains)
+    document = {
+        "instance-id": placed.node.name,
+        "local-hostname": placed.node.name,
+        "network": {
+            "version": 2,
+            "ethernets": {
+                "primary": {
+                    # vSphere names the single vmxnet3 NIC ens192/ens160 by slot: match any.
+                    "match": {"name": "en*"},
+                    "dhcp4": False,
+                    "addresses": [f"{placed.node.ip}/{net.cidr.prefixlen}"],
+                    "routes": [{"to": "default", "via": str(net.gateway)}],
+                    "nameservers": nameservers,
+                }
+            },
+        },
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def user_data(cfg: ClusterConfig, placed: PlacedNode, host_private_key: str, host_public_key: str) -> str:
+    """The #cloud-config for one node; carries the host private key, so it is secret."""
+    document = {
+        "hostname": placed.node.name,
+        "manage_etc_hosts": True,
+        "groups": ["docker"],
+        "users": [
+            {
+                "name": cfg.ssh.user,
+                "groups": ["sudo", "docker"],
+                "shell": "/bin/bash",
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "lock_passwd": True,
+                "ssh_authorized_keys": [cfg.ssh.public_key],
+            }
+        ],
+        "disable_root": True,
+        "ssh_pwauth": False,
+        # Replace the template's host keys with the one the program generated and pins.
+        "ssh_deletekeys": True,
+        "ssh_keys": {"ed25519_private": host_private_key, "ed25519_public": host_public_key.strip()},
+        "growpart": {"mode": "auto", "devices": ["/"]},
+        "resize_rootfs": True,
+        "package_update": True,
+        "packages": ["docker.io", "ufw", "python3", "tzdata"],
+        "runcmd": [
+            ["systemctl", "enable", "--now", "docker"],
+            ["install", "-d", "-m", "0755", DATA_DIR],
+        ],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
+
+
+def guestinfo(metadata_text: str, user_data_text: str) -> dict[str, str]:
+    """The VM `extra_config` entries that deliver both documents to cloud-init."""
+    encode = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+    return {
+        "guestinfo.metadata": encode(metadata_text),
+        "guestinfo.metadata.encoding": "base64",
+        "guestinfo.userdata": encode(user_data_text),
+        "guestinfo.userdata.encoding": "base64",
+    }

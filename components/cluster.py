@@ -1,0 +1,99 @@
+"""The whole cluster: which nodes the schedule wants now, each node's VM,
+firewall and Ray container, and the monitoring stack."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Optional
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_random as random
+import pulumi_vsphere as vsphere
+
+from components import ports
+from components.config import ClusterConfig
+from components.firewall import Firewall
+from components.ray_node import RayNode
+from components.ssh_access import SshAccess
+from components.stack import ClusterSecrets
+from components.vm import Placement, RayVm
+
+
+class RayCluster(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        cfg: ClusterConfig,
+        secrets: ClusterSecrets,
+        at: dt.datetime,
+        ssh_client_root: Path,
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ):
+        super().__init__("ray-cluster:index:RayCluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        placement = Placement.lookup(cfg)
+
+        # Tags exist for every tier, live or not, so a tier change never touches them.
+        category = vsphere.TagCategory(
+            "tier",
+            name=f"{name}-{pulumi.get_stack()}-tier",
+            description="Ray tier of the VM (the seeds' tier: always-on / tier: heavy-compute)",
+            cardinality="SINGLE",
+            associable_types=["VirtualMachine"],
+            opts=child,
+        )
+        tier_tags = {
+            tier: vsphere.Tag(f"tier-{tier}", name=tier, category_id=category.id, opts=child)
+            for tier in cfg.tiers
+        }
+        ray_token = secrets.ray_token or random.RandomPassword(
+            "ray-token", length=48, special=False, opts=child
+        ).result
+        ssh = SshAccess(cfg.ssh.user, secrets.ssh_private_key, ssh_client_root)
+
+        self.live_tiers = cfg.live_tiers(at)
+        live_nodes = sorted(cfg.live_nodes(at), key=lambda p: not p.node.head)  # head first
+        self.nodes: dict[str, RayNode] = {}
+        head: Optional[RayNode] = None
+        for placed in live_nodes:
+            node_name, ip = placed.node.name, str(placed.node.ip)
+            vm = RayVm(cfg, placed, placement, tier_tags[placed.tier_name].id, opts=child)
+            connection = ssh.connection(ip, vm.host_public_key)
+            firewall = Firewall(
+                cfg, placed, connection, opts=pulumi.ResourceOptions(parent=self, depends_on=[vm.vm])
+            )
+            docker_host, ssh_opts = ssh.docker_host(node_name, ip, vm.host_public_key)
+            docker_provider = docker.Provider(
+                f"{node_name}-docker",
+                host=docker_host,
+                ssh_opts=ssh_opts,
+                # The firewall step waits for cloud-init, which installs Docker.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall.command]),
+            )
+            node = RayNode(
+                cfg,
+                placed,
+                docker_provider,
+                connection,
+                ray_token,
+                firewall_ready=firewall.command,
+                head=head,
+                opts=child,
+            )
+            head = head or node
+            self.nodes[node_name] = node
+
+        head_ip = str(cfg.head.node.ip)
+        self.outputs = {
+            "at": at.isoformat(),
+            "liveTiers": self.live_tiers,
+            "nodes": [
+                {"name": p.node.name, "tier": p.tier_name, "ip": str(p.node.ip)} for p in live_nodes
+            ],
+            "headIp": head_ip,
+            "dashboardUrl": f"http://{head_ip}:{ports.RAY.dashboard}",
+            "rayAddress": f"{head_ip}:{ports.RAY.gcs}",
+            "rayClientAddress": f"ray://{head_ip}:{ports.RAY.client}",
+        }
+        self.register_outputs(self.outputs)

@@ -1,0 +1,34 @@
+"""A node's UFW firewall, converged over SSH before anything listens."""
+from __future__ import annotations
+
+from typing import Optional
+
+import pulumi
+from pulumi_command import remote
+
+from components import firewall_rules
+from components.config import ClusterConfig, PlacedNode
+
+
+class Firewall(pulumi.ComponentResource):
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        placed: PlacedNode,
+        connection: remote.ConnectionArgs,
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ):
+        name = placed.node.name
+        super().__init__("ray-cluster:index:Firewall", name, None, opts)
+        self.script = firewall_rules.ufw_script(firewall_rules.firewall_rules(cfg, placed))
+        # The script converges the host to exactly this rule set; a changed rule set
+        # changes stdin, which re-runs it. cloud-init may still be installing ufw
+        # when SSH first answers, hence the wait.
+        self.command = remote.Command(
+            f"{name}-ufw",
+            connection=connection,
+            create="cloud-init status --wait >/dev/null; sudo sh -s",
+            stdin=self.script,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"rules": self.script})

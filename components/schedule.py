@@ -1,0 +1,86 @@
+"""When a tier should exist: pure schedule math, no Pulumi.
+
+A daily window [start, end) in an IANA timezone may cross midnight. A tier
+leaves the desired state at its drain start (end minus lead), so that its
+removal, and the drain that precedes it, begin on time. All instants are
+timezone-aware; daylight-saving changes are handled by building each window
+edge as a local wall-clock time on its own date.
+
+Standard library only: the drain program that runs inside a Ray container
+embeds this module's source, so it must not import anything else.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Optional
+from zoneinfo import ZoneInfo
+
+
+@dataclass(frozen=True)
+class Window:
+    """One occurrence of a daily window, as aware instants."""
+
+    start: dt.datetime
+    end: dt.datetime
+    drain_start: dt.datetime
+
+
+@dataclass(frozen=True)
+class DailyWindow:
+    start: dt.time
+    end: dt.time
+    timezone: str
+    drain_lead: dt.timedelta
+
+    def occurrence(self, local_date: dt.date) -> Window:
+        """The window that starts on `local_date` in the window's timezone."""
+        zone = ZoneInfo(self.timezone)
+        start = dt.datetime.combine(local_date, self.start, tzinfo=zone)
+        end_date = local_date if self.end > self.start else local_date + dt.timedelta(days=1)
+        end = dt.datetime.combine(end_date, self.end, tzinfo=zone)
+        # Normalise through UTC so arithmetic across DST edges is in real time.
+        start, end = start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc)
+        return Window(start=start, end=end, drain_start=end - self.drain_lead)
+
+    def _candidates(self, at: dt.datetime) -> list[Window]:
+        local_date = at.astimezone(ZoneInfo(self.timezone)).date()
+        return [self.occurrence(local_date + dt.timedelta(days=d)) for d in (-1, 0, 1)]
+
+    def current(self, at: dt.datetime) -> Optional[Window]:
+        """The occurrence with start <= at < end, if any (drain lead included)."""
+        for window in self._candidates(at):
+            if window.start <= at < window.end:
+                return window
+        return None
+
+    def wants_live(self, at: dt.datetime) -> bool:
+        """True between the window start and the drain start."""
+        window = self.current(at)
+        return window is not None and at < window.drain_start
+
+    def next_transition(self, at: dt.datetime) -> dt.datetime:
+        """The first instant after `at` at which `wants_live` changes."""
+        edges = sorted(
+            edge
+            for window in self._candidates(at)
+            for edge in (window.start, window.drain_start)
+            if edge > at
+        )
+        return edges[0]
+
+
+def drain_deadline_seconds(
+    window: Optional[DailyWindow], grace: dt.timedelta, now: dt.datetime
+) -> int:
+    """Seconds a drain starting `now` may take.
+
+    A scheduled removal (now within the lead before a window end) may run until
+    that window end, when the hardware goes down. Any other removal (a node
+    dropped from config, a destroy, an override) gets the configured grace.
+    """
+    if window is not None:
+        current = window.current(now)
+        if current is not None and now >= current.drain_start:
+            return max(1, int((current.end - now).total_seconds()))
+    return max(1, int(grace.total_seconds()))

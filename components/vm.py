@@ -1,0 +1,104 @@
+"""One Ubuntu VM cloned from the vSphere template, configured by cloud-init."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_tls as tls
+import pulumi_vsphere as vsphere
+
+from components import cloud_init
+from components.config import ClusterConfig, PlacedNode
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where VMs go, looked up once per stack from the names in config."""
+
+    datacenter_id: str
+    resource_pool_id: str
+    datastore_id: str
+    network_id: str
+    template: vsphere.GetVirtualMachineResult
+    folder: Optional[str]
+
+    @staticmethod
+    def lookup(cfg: ClusterConfig) -> "Placement":
+        names = cfg.vsphere
+        datacenter = vsphere.get_datacenter(name=names.datacenter)
+        if names.resource_pool:
+            pool_id = vsphere.get_resource_pool(name=names.resource_pool, datacenter_id=datacenter.id).id
+        else:
+            pool_id = vsphere.get_compute_cluster(
+                name=names.compute_cluster, datacenter_id=datacenter.id
+            ).resource_pool_id
+        return Placement(
+            datacenter_id=datacenter.id,
+            resource_pool_id=pool_id,
+            datastore_id=vsphere.get_datastore(name=names.datastore, datacenter_id=datacenter.id).id,
+            network_id=vsphere.get_network(name=names.network, datacenter_id=datacenter.id).id,
+            template=vsphere.get_virtual_machine(name=names.template, datacenter_id=datacenter.id),
+            folder=names.folder,
+        )
+
+
+class RayVm(pulumi.ComponentResource):
+    """A node's VM and its SSH host key."""
+
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        placed: PlacedNode,
+        placement: Placement,
+        tier_tag_id: pulumi.Input[str],
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ):
+        name = placed.node.name
+        super().__init__("ray-cluster:index:Vm", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        template = placement.template
+        template_disk = template.disks[0]
+
+        self.host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
+        user_data = pulumi.Output.all(
+            self.host_key.private_key_openssh, self.host_key.public_key_openssh
+        ).apply(lambda keys: cloud_init.user_data(cfg, placed, keys[0], keys[1]))
+        extra_config = user_data.apply(
+            lambda text: cloud_init.guestinfo(cloud_init.metadata(cfg, placed), text)
+        )
+
+        self.vm = vsphere.VirtualMachine(
+            name,
+            name=name,
+            resource_pool_id=placement.resource_pool_id,
+            datastore_id=placement.datastore_id,
+            folder=placement.folder,
+            num_cpus=placed.tier.vcpu,
+            memory=placed.tier.memory_gb * 1024,
+            guest_id=template.guest_id,
+            scsi_type=template.scsi_type,
+            firmware=template.firmware,
+            network_interfaces=[
+                vsphere.VirtualMachineNetworkInterfaceArgs(
+                    network_id=placement.network_id,
+                    adapter_type=template.network_interface_types[0],
+                )
+            ],
+            disks=[
+                vsphere.VirtualMachineDiskArgs(
+                    label="disk0",
+                    # vSphere cannot shrink a cloned disk: never ask for less than the template's.
+                    size=max(placed.tier.disk_gb, int(template_disk.size)),
+                    thin_provisioned=template_disk.thin_provisioned,
+                    eagerly_scrub=template_disk.eagerly_scrub,
+                )
+            ],
+            clone=vsphere.VirtualMachineCloneArgs(template_uuid=template.id),
+            extra_config=extra_config,
+            tags=[tier_tag_id],
+            opts=child,
+        )
+        self.ip = str(placed.node.ip)
+        self.host_public_key = self.host_key.public_key_openssh
+        self.register_outputs({"ip": self.ip, "vmId": self.vm.id, "hostPublicKey": self.host_public_key})

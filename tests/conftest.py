@@ -1,0 +1,29 @@
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from components import config  # noqa: E402
+
+
+def prod_raw() -> dict:
+    """The prod stack's `ray-cluster:*` keys, namespace stripped (a fresh copy)."""
+    document = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
+    return copy.deepcopy(
+        {k.split(":", 1)[1]: v for k, v in document["config"].items() if k.startswith("ray-cluster:")}
+    )
+
+
+@pytest.fixture
+def raw() -> dict:
+    return prod_raw()
+
+
+@pytest.fixture(scope="session")
+def prod_config() -> config.ClusterConfig:
+    return config.load(prod_raw())

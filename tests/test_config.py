@@ -1,0 +1,129 @@
+"""Every validation rule: a bad stack gets an error naming the key and the rule."""
+import pytest
+
+from components import config
+
+
+def problems(raw) -> list[str]:
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(raw)
+    return [f"{p.key}: {p.rule}" for p in caught.value.problems]
+
+
+def test_prod_stack_is_valid(prod_config):
+    assert [p.node.name for p in prod_config.placed_nodes] == [
+        "ray-ao-1", "ray-ao-2", "ray-ao-3", "ray-hc-1", "ray-hc-2", "ray-hc-3"
+    ]
+    assert prod_config.head.node.name == "ray-ao-1"
+    assert prod_config.monitoring_host.node.name == "ray-ao-1"
+
+
+def _heavy_nodes(raw):
+    return raw["tiers"]["heavy-compute"]["nodes"]
+
+
+BAD_STACKS = [
+    ("duplicate node name", lambda r: _heavy_nodes(r)[0].update(name="ray-ao-2"),
+     "tiers.heavy-compute.nodes[0].name", "duplicate node name 'ray-ao-2'"),
+    ("duplicate ip", lambda r: _heavy_nodes(r)[1].update(ip="10.20.0.12"),
+     "tiers.heavy-compute.nodes[1].ip", "duplicate IP 10.20.0.12"),
+    ("ip outside cidr", lambda r: _heavy_nodes(r)[2].update(ip="10.99.0.5"),
+     "tiers.heavy-compute.nodes[2].ip", "outside network.cidr 10.20.0.0/24"),
+    ("ip is gateway", lambda r: _heavy_nodes(r)[2].update(ip="10.20.0.1"),
+     "tiers.heavy-compute.nodes[2].ip", "is the gateway"),
+    ("ip is broadcast", lambda r: _heavy_nodes(r)[2].update(ip="10.20.0.255"),
+     "tiers.heavy-compute.nodes[2].ip", "network or broadcast address"),
+    ("malformed ip", lambda r: _heavy_nodes(r)[2].update(ip="10.20.0.300"),
+     "tiers.heavy-compute.nodes[2].ip", "IPv4"),
+    ("no head", lambda r: r["tiers"]["always-on"]["nodes"][0].pop("head"),
+     "tiers", "exactly one node must have head: true, found 0"),
+    ("two heads", lambda r: r["tiers"]["always-on"]["nodes"][1].update(head=True),
+     "tiers", "found 2"),
+    ("head outside always-on", lambda r: (r["tiers"]["always-on"]["nodes"][0].pop("head"), _heavy_nodes(r)[0].update(head=True)),
+     "tiers.heavy-compute.nodes[0].head", "the head must be in an always-on tier"),
+    ("head tier overridden off", lambda r: r["tiers"]["always-on"].update(override="off"),
+     "tiers.always-on.nodes[0].head", "the head must be in an always-on tier"),
+    ("zero vcpu", lambda r: r["tiers"]["heavy-compute"].update(vcpu=0),
+     "tiers.heavy-compute.vcpu", "greater than 0"),
+    ("negative memory", lambda r: r["tiers"]["heavy-compute"].update(memoryGb=-1),
+     "tiers.heavy-compute.memoryGb", "greater than 0"),
+    ("zero disk", lambda r: r["tiers"]["always-on"].update(diskGb=0),
+     "tiers.always-on.diskGb", "greater than 0"),
+    ("no nodes", lambda r: r["tiers"]["heavy-compute"].update(nodes=[]),
+     "tiers.heavy-compute.nodes", "at least 1"),
+    ("malformed window time", lambda r: r["tiers"]["heavy-compute"]["schedule"].update(start="6pm"),
+     "tiers.heavy-compute.schedule.start", "24-hour HH:MM"),
+    ("unknown timezone", lambda r: r["tiers"]["heavy-compute"]["schedule"].update(timezone="Mars/Olympus"),
+     "tiers.heavy-compute.schedule.timezone", "unknown timezone 'Mars/Olympus'"),
+    ("empty window", lambda r: r["tiers"]["heavy-compute"]["schedule"].update(end="18:00"),
+     "tiers.heavy-compute.schedule.end", "must differ from start"),
+    ("lead longer than window", lambda r: r["tiers"]["heavy-compute"]["schedule"].update(drainLeadMinutes=720),
+     "tiers.heavy-compute.schedule.drainLeadMinutes", "shorter than the window"),
+    ("unknown schedule word", lambda r: r["tiers"]["heavy-compute"].update(schedule="nightly"),
+     "tiers.heavy-compute.schedule", "'always'"),
+    ("bad override", lambda r: r["tiers"]["heavy-compute"].update(override="maybe"),
+     "tiers.heavy-compute.override", "'on' or 'off'"),
+    ("latest image", lambda r: r["ray"].update(image="rayproject/ray:latest"),
+     "ray.image", "pinned to an exact version"),
+    ("untagged image", lambda r: r["ray"].update(image="rayproject/ray"),
+     "ray.image", "pinned to an exact version"),
+    ("image not matching client", lambda r: r["ray"].update(image="rayproject/ray:2.9.3-py310"),
+     "ray.image", "must equal the pinned Ray client"),
+    ("bad digest", lambda r: r["ray"].update(imageDigest="sha256:abc"),
+     "ray.imageDigest", "should match pattern"),
+    ("unpinned monitoring image", lambda r: r["monitoring"].update(images={"grafana": "grafana/grafana:latest"}),
+     "monitoring.images.grafana", "pinned to an exact version"),
+    ("admin cidr everyone", lambda r: r["network"].update(adminCidrs=["0.0.0.0/0"]),
+     "network.adminCidrs[0]", "would open SSH and dashboards to everyone"),
+    ("gateway outside cidr", lambda r: r["network"].update(gateway="192.168.1.1"),
+     "network.gateway", "outside network.cidr"),
+    ("no dns", lambda r: r["network"].update(dnsServers=[]),
+     "network.dnsServers", "at least 1"),
+    ("root ssh user", lambda r: r["ssh"].update(user="root"),
+     "ssh.user", "must not be root"),
+    ("bad public key", lambda r: r["ssh"].update(publicKey="not a key"),
+     "ssh.publicKey", "should match pattern"),
+    ("bad node name", lambda r: _heavy_nodes(r)[0].update(name="Heavy_1"),
+     "tiers.heavy-compute.nodes[0].name", "should match pattern"),
+    ("bad tier name", lambda r: r["tiers"].update({"Heavy": r["tiers"].pop("heavy-compute")}),
+     "tiers.Heavy", "lowercase letters"),
+    ("monitoring host unknown", lambda r: r["monitoring"].update(host="nope"),
+     "monitoring.host", "not a node of any tier"),
+    ("monitoring host on heavy tier", lambda r: r["monitoring"].update(host="ray-hc-1"),
+     "monitoring.host", "must be in an always-on tier"),
+    ("at without offset", lambda r: r.update(at="2026-11-22T22:00:00"),
+     "at", "must carry a UTC offset"),
+    ("at malformed", lambda r: r.update(at="tonight"),
+     "at", "not an ISO 8601 instant"),
+    ("typo key", lambda r: r["tiers"]["heavy-compute"].update(memoryGB=350),
+     "tiers.heavy-compute.memoryGB", "unknown key"),
+    ("no placement", lambda r: r["vsphere"].pop("computeCluster"),
+     "vsphere", "set computeCluster or resourcePool"),
+    ("drain grace zero", lambda r: r["ray"].update(drainGraceMinutes=0),
+     "ray.drainGraceMinutes", "greater than 0"),
+]
+
+
+@pytest.mark.parametrize("mutate,key,rule", [case[1:] for case in BAD_STACKS], ids=[c[0] for c in BAD_STACKS])
+def test_bad_stack_names_key_and_rule(raw, mutate, key, rule):
+    mutate(raw)
+    found = problems(raw)
+    assert any(p.startswith(f"{key}: ") and rule in p for p in found), found
+
+
+def test_error_message_is_prefixed_with_the_namespace(raw):
+    raw["ssh"]["user"] = "root"
+    with pytest.raises(config.ConfigError, match=r"ray-cluster:ssh\.user: must not be root"):
+        config.load(raw)
+
+
+def test_yaml_boolean_override_is_read_as_on_off(raw):
+    raw["tiers"]["heavy-compute"]["override"] = False  # what a YAML 1.1 reader makes of `off`
+    assert config.load(raw).tiers["heavy-compute"].override == "off"
+
+
+def test_several_problems_are_reported_together(raw):
+    _heavy_nodes(raw)[0]["ip"] = "10.99.0.5"
+    raw["network"]["adminCidrs"] = ["0.0.0.0/0"]
+    keys = [p.split(":")[0] for p in problems(raw)]
+    assert "tiers.heavy-compute.nodes[0].ip" in keys and "network.adminCidrs[0]" in keys

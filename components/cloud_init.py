@@ -34,7 +34,7 @@ def metadata(cfg: ClusterConfig, placed: PlacedNode) -> str:
                     "match": {"name": "en*"},
                     "dhcp4": False,
                     "addresses": [f"{placed.node.ip}/{net.cidr.prefixlen}"],
-                    "routes": [{"to": "default", "via": str(net.gateway)}],
+                    "routes": [{"to": "0.0.0.0/0", "via": str(net.gateway)}],
                     "nameservers": nameservers,
                 }
             },

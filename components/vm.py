@@ -64,8 +64,9 @@ class RayVm(pulumi.ComponentResource):
         user_data = pulumi.Output.all(
             self.host_key.private_key_openssh, self.host_key.public_key_openssh
         ).apply(lambda keys: cloud_init.user_data(cfg, placed, keys[0], keys[1]))
-        extra_config = user_data.apply(
-            lambda text: cloud_init.guestinfo(cloud_init.metadata(cfg, placed), text)
+        # The user-data carries the host private key: keep it secret in state and diffs.
+        extra_config = pulumi.Output.secret(
+            user_data.apply(lambda text: cloud_init.guestinfo(cloud_init.metadata(cfg, placed), text))
         )
 
         self.vm = vsphere.VirtualMachine(

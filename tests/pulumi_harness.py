@@ -1,0 +1,160 @@
+"""Run the Pulumi program under mocks and record what it registers.
+
+`run_program(raw)` evaluates `__main__.py` with the given `ray-cluster:*` config
+(plus test secrets) and returns every registration: type, name, inputs, parent,
+provider, dependencies, and which inputs arrived as secrets.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc, settings
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN = ROOT / "__main__.py"
+
+TEST_SECRETS = {
+    "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-ssh-client-key\n-----END OPENSSH PRIVATE KEY-----\n",
+    "rayToken": "test-ray-token-0123456789abcdef",
+    "grafanaAdminPassword": "test-grafana-password",
+}
+
+TEMPLATE = {
+    "id": "4217a6b4-template-uuid",
+    "guestId": "ubuntu64Guest",
+    "scsiType": "pvscsi",
+    "firmware": "efi",
+    "disks": [{"size": 40, "thinProvisioned": True, "eagerlyScrub": False, "label": "Hard disk 1", "unitNumber": 0}],
+    "networkInterfaceTypes": ["vmxnet3"],
+}
+
+
+@dataclass
+class Registration:
+    type: str
+    name: str
+    urn: str
+    inputs: dict
+    parent: str
+    provider: str
+    dependencies: list[str]
+    secret_inputs: set[str] = field(default_factory=set)
+
+
+def _secret_keys(struct) -> set[str]:
+    keys = set()
+    for key, value in struct.fields.items():
+        if value.WhichOneof("kind") == "struct_value":
+            sig = value.struct_value.fields.get(rpc._special_sig_key)
+            if sig is not None and sig.string_value == rpc._special_secret_sig:
+                keys.add(key)
+    return keys
+
+
+def _unwrap_secrets(value):
+    """Inputs as plain values (which ones were secret is recorded separately)."""
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return _unwrap_secrets(value["value"])
+        return {k: _unwrap_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap_secrets(v) for v in value]
+    return value
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks):
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.registrations.append(
+                Registration(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    inputs=_unwrap_secrets(rpc.deserialize_properties(request.object)),
+                    parent=request.parent,
+                    provider=request.provider,
+                    dependencies=list(request.dependencies),
+                    secret_inputs=_secret_keys(request.object),
+                )
+            )
+        return response
+
+
+class ClusterMocks(pulumi.runtime.Mocks):
+    """Fake providers: echo inputs, add the computed outputs the program reads."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        outputs = dict(args.inputs)
+        digest = hashlib.sha256(args.name.encode()).hexdigest()
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            outputs["privateKeyOpenssh"] = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{digest}\n-----END OPENSSH PRIVATE KEY-----\n"
+            outputs["publicKeyOpenssh"] = f"ssh-ed25519 AAAA{digest[:40]}\n"
+        elif args.typ == "docker:index/remoteImage:RemoteImage":
+            outputs["imageId"] = f"sha256:{hashlib.sha256(args.inputs['name'].encode()).hexdigest()}"
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            outputs["result"] = f"generated-{digest[:32]}"
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "vsphere:index/getVirtualMachine:getVirtualMachine":
+            return dict(TEMPLATE)
+        if args.token == "vsphere:index/getComputeCluster:getComputeCluster":
+            return {"id": "domain-c1", "resourcePoolId": "resgroup-1"}
+        return {"id": f"{args.token.rsplit(':', 1)[-1]}-{args.args.get('name')}"}
+
+
+@dataclass
+class ProgramRun:
+    registrations: list[Registration]
+    outputs: dict[str, Any]
+
+    def of_type(self, type_token: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == type_token]
+
+    def one(self, type_token: str, name: str) -> Registration:
+        (match,) = [r for r in self.registrations if r.type == type_token and r.name == name]
+        return match
+
+    def by_urn(self, urn: str) -> Registration:
+        (match,) = [r for r in self.registrations if r.urn == urn]
+        return match
+
+
+def run_program(raw: dict, tmp_path: Path, secrets: Optional[dict] = None, stack: str = "prod") -> ProgramRun:
+    """Evaluate __main__.py under mocks with `raw` as the stack's ray-cluster config."""
+    secrets = TEST_SECRETS if secrets is None else secrets
+    monitor = RecordingMonitor(ClusterMocks())
+    settings.set_root_resource(None)  # a fresh stack per run
+    pulumi.runtime.set_mocks(ClusterMocks(), project="ray-cluster", stack=stack, preview=False, monitor=monitor)
+    flat = {f"ray-cluster:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    flat.update({f"ray-cluster:{k}": v for k, v in secrets.items()})
+    pulumi.runtime.set_all_config(flat, [f"ray-cluster:{k}" for k in secrets])
+
+    outputs: dict[str, Any] = {}
+    original_export = pulumi.export
+    pulumi.export = lambda key, value: outputs.__setitem__(key, value)  # capture exports, resolved below
+    try:
+        import os
+
+        home = os.environ.get("HOME")
+        os.environ["HOME"] = str(tmp_path)  # the program writes ssh client files under ~/.ssh
+        try:
+            pulumi.runtime.test(lambda: runpy.run_path(str(MAIN), run_name="__main__"))()
+        finally:
+            if home is not None:
+                os.environ["HOME"] = home
+    finally:
+        pulumi.export = original_export
+    return ProgramRun(monitor.registrations, outputs)

@@ -1,0 +1,76 @@
+"""The cloud-init documents every node gets, read by Debian's real cloud-init.
+
+The metadata and user-data go through the same path as on a VM: the exact
+`guestinfo.*` values the program puts in `extra_config` are handed to
+cloud-init's VMware datasource (which also reads them from VMX_GUESTINFO_*
+environment variables), decoded, and then validated: user-data with
+`cloud-init schema`, the netplan v2 network with cloud-init's own parser.
+"""
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from components import cloud_init
+
+pytestmark = pytest.mark.skipif(shutil.which("cloud-init") is None, reason="needs Debian's cloud-init (apt)")
+
+HOST_PRIVATE = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+HOST_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinnedHostKey host\n"
+
+# Runs under Debian's python3, where cloud-init lives; prints what the datasource saw.
+READ_AS_VMWARE_DATASOURCE = """
+import json, sys
+from cloudinit.sources import DataSourceVMware as vmware
+from cloudinit.net.network_state import parse_net_config_data
+metadata = vmware.process_metadata(vmware.load_json_or_yaml(vmware.guestinfo_envvar("metadata")))
+state = parse_net_config_data(metadata["network"]["config"])
+open(sys.argv[1], "w").write(vmware.guestinfo_envvar("userdata"))
+print(json.dumps({
+    "hostname": metadata["local-hostname"],
+    "instance_id": metadata["instance-id"],
+    "addresses": [s.get("address") for i in state.iter_interfaces() for s in i["subnets"]],
+    "default_via": [r["gateway"] for i in state.iter_interfaces() for s in i["subnets"]
+                    for r in s.get("routes", []) if r.get("prefix") == 0 or r.get("netmask") == "0.0.0.0"],
+    "dns": state.dns_nameservers,
+}))
+"""
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_each_node_documents_pass_cloud_init(prod_config, tmp_path, index):
+    placed = prod_config.placed_nodes[index]
+    extra_config = cloud_init.guestinfo(
+        cloud_init.metadata(prod_config, placed),
+        cloud_init.user_data(prod_config, placed, HOST_PRIVATE, HOST_PUBLIC),
+    )
+    env = {"PATH": "/usr/bin:/bin", "VMX_GUESTINFO": "1"}
+    env.update({"VMX_" + key.upper().replace(".", "_"): value for key, value in extra_config.items()})
+    user_data_file = tmp_path / "user-data"
+    seen = json.loads(
+        subprocess.run(
+            ["/usr/bin/python3", "-c", READ_AS_VMWARE_DATASOURCE, str(user_data_file)],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout
+    )
+    node = placed.node
+    assert seen["hostname"] == seen["instance_id"] == node.name
+    assert f"{node.ip}/24" in seen["addresses"] or str(node.ip) in seen["addresses"]
+    assert seen["default_via"] == [str(prod_config.network.gateway)]
+    assert seen["dns"] == [str(ip) for ip in prod_config.network.dns_servers]
+
+    schema = subprocess.run(["cloud-init", "schema", "-c", str(user_data_file)], capture_output=True, text=True)
+    assert schema.returncode == 0 and "Valid cloud-config" in schema.stdout, schema.stdout + schema.stderr
+    user_data = user_data_file.read_text()
+    assert user_data.startswith("#cloud-config\n")
+    assert HOST_PUBLIC.strip() in user_data and "ed25519_private" in user_data
+    assert prod_config.ssh.public_key in user_data.replace("\n    ", " ")
+
+
+def test_schema_check_catches_a_broken_document(tmp_path):
+    """The check above can fail: a wrong type in a known module is an error."""
+    bad = tmp_path / "bad"
+    bad.write_text("#cloud-config\nusers: 5\n")
+    result = subprocess.run(["cloud-init", "schema", "-c", str(bad)], capture_output=True, text=True)
+    assert result.returncode != 0

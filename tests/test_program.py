@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from components import config
-from pulumi_harness import TEMPLATE, TEST_SECRETS, run_program
+from pulumi_harness import TEMPLATE, TEST_SECRETS, image_id, run_program
 
 VM = "vsphere:index/virtualMachine:VirtualMachine"
 CONTAINER = "docker:index/container:Container"
@@ -50,8 +50,12 @@ def test_heavy_tier_out_leaves_always_on_untouched(raw, tmp_path, at, override):
     night = run_at(prod_copy(raw), tmp_path, NIGHT)
     day = run_at(raw, tmp_path, at, override)
     assert sorted(r.name for r in day.of_type(VM)) == AO
-    # Nothing about the always-on tier changes: same resources, same inputs, same edges.
-    assert always_on_view(day) == always_on_view(night)
+    # Nothing about the always-on tier changes: same resources, same inputs, same edges,
+    # except the monitoring host's file of scrape targets (which lists the live nodes).
+    day_view, night_view = always_on_view(day), always_on_view(night)
+    assert day_view.keys() == night_view.keys()
+    changed = {key for key in day_view if day_view[key] != night_view[key]}
+    assert changed == {(COMMAND, "ray-ao-1-scrape-targets")}
 
 
 @pytest.mark.parametrize("at", [NOON, IN_DRAIN_LEAD, NIGHT])
@@ -171,3 +175,168 @@ def test_outputs(night):
         (n, "heavy-compute") for n in HC
     ]
     assert night.outputs["liveTiers"] == ["always-on", "heavy-compute"]
+
+
+# ---- Ray on every VM (firewall, containers, token) ----
+
+
+def closure(run, urn):
+    """Everything `urn` waits for (dependencies, provider, parent), transitively."""
+    seen, todo = set(), [urn]
+    while todo:
+        r = run.by_urn(todo.pop())
+        for edge in r.dependencies + [provider_urn(r), r.parent]:
+            if edge and edge not in seen and any(x.urn == edge for x in run.registrations):
+                seen.add(edge)
+                todo.append(edge)
+    return seen
+
+
+def provider_urn(r):
+    return r.provider.rsplit("::", 1)[0]
+
+
+def test_every_live_vm_has_firewall_then_ray(night, prod_config):
+    from components import firewall_rules
+
+    head_container = night.one(CONTAINER, "ray-ao-1-ray")
+    for placed in prod_config.placed_nodes:
+        name = placed.node.name
+        vm = night.one(VM, name)
+        ufw = night.one(COMMAND, f"{name}-ufw")
+        assert ufw.inputs["stdin"] == firewall_rules.ufw_script(firewall_rules.firewall_rules(prod_config, placed))
+        assert vm.urn in ufw.dependencies
+        container = night.one(CONTAINER, f"{name}-ray")
+        assert ufw.urn in container.dependencies, "Ray must start only after the firewall"
+        assert (head_container.urn in container.dependencies) == (not placed.node.head), "workers wait for the head"
+        provider = night.by_urn(provider_urn(container))
+        assert provider.name == f"{name}-docker" and ufw.urn in provider.dependencies
+
+
+def test_ray_containers_properties(night, prod_config):
+    from components import ray_start
+
+    tokens = set()
+    for placed in prod_config.placed_nodes:
+        c = night.one(CONTAINER, f"{placed.node.name}-ray")
+        image = night.one(IMAGE, f"{placed.node.name}-ray-image")
+        assert image.inputs["name"] == "rayproject/ray:2.60.0-py311"
+        assert c.inputs["image"] == image_id(image.inputs["name"])
+        assert c.inputs["networkMode"] == "host" and not c.inputs.get("ports")
+        assert c.inputs["restart"] == "unless-stopped"
+        settings = ray_start.node_settings(prod_config, placed)
+        assert c.inputs["command"] == ["sh", "-c", ray_start.entrypoint_script(settings)]
+        script = c.inputs["command"][2]
+        assert f"--node-ip-address={placed.node.ip}" in script or f"--node-ip-address {placed.node.ip}" in script
+        assert f"tier={placed.tier_name}" in script and f"tier:{placed.tier_name}" in script
+        assert c.inputs["shmSize"] * 2**20 >= settings.object_store_bytes
+        assert c.inputs["healthcheck"]["tests"] == ray_start.health_check_command(settings)
+        assert c.inputs["stopTimeout"] > prod_config.ray.drain_grace_minutes * 60
+        env = dict(e.split("=", 1) for e in c.inputs["envs"])
+        assert env["RAY_AUTH_MODE"] == "token" and "envs" in c.secret_inputs
+        tokens.add(env["RAY_AUTH_TOKEN"])
+        assert ("RAY_GRAFANA_HOST" in env) == placed.node.head
+        assert c.inputs["volumes"][0]["hostPath"] == ray_start.HOST_DATA_DIR
+    assert tokens == {TEST_SECRETS["rayToken"]}, "one token, the secret, on every node"
+
+
+def test_generated_token_when_none_configured(raw, tmp_path):
+    raw["at"] = NIGHT
+    secrets = {"sshPrivateKey": TEST_SECRETS["sshPrivateKey"]}
+    run = run_program(raw, tmp_path, secrets=secrets)
+    (password,) = [r for r in run.of_type("random:index/randomPassword:RandomPassword") if r.name == "ray-token"]
+    envs = {tuple(e for e in c.inputs["envs"] if e.startswith("RAY_AUTH_TOKEN=")) for c in run.of_type(CONTAINER) if c.name.endswith("-ray")}
+    assert len(envs) == 1 and list(envs)[0][0].startswith("RAY_AUTH_TOKEN=generated-")
+    assert password.inputs["length"] >= 32
+
+
+def test_ssh_connections_pin_the_generated_host_key(night, tmp_path, prod_config):
+    for placed in prod_config.placed_nodes:
+        name = placed.node.name
+        host_key = night.one("tls:index/privateKey:PrivateKey", f"{name}-host-key")
+        ufw = night.one(COMMAND, f"{name}-ufw")
+        assert ufw.inputs["connection"]["hostKey"].startswith("ssh-ed25519 ")
+        assert ufw.inputs["connection"]["host"] == str(placed.node.ip)
+        provider = night.one(DOCKER_PROVIDER, f"{name}-docker")
+        assert provider.inputs["host"] == f"ssh://rayops@{placed.node.ip}"
+        opts = json.loads(provider.inputs["sshOpts"]) if isinstance(provider.inputs["sshOpts"], str) else provider.inputs["sshOpts"]
+        assert "StrictHostKeyChecking=yes" in opts and not any("StrictHostKeyChecking=no" in o for o in opts)
+        known_hosts = next(o.split("=", 1)[1] for o in opts if o.startswith("UserKnownHostsFile="))
+        from pathlib import Path
+
+        known = Path(known_hosts)
+        assert known.read_text().startswith(f"{placed.node.ip} ssh-ed25519 AAAA")
+        assert ufw.inputs["connection"]["hostKey"].strip() in known.read_text()
+        identity = known.parent / "id"
+        assert identity.stat().st_mode & 0o077 == 0 and "test-ssh-client-key" in identity.read_text()
+        assert host_key.inputs["algorithm"] == "ED25519"
+
+
+def test_drain_on_delete_for_every_worker_before_container_and_vm(night, prod_config):
+    from components import drain
+
+    for placed in prod_config.placed_nodes:
+        name = placed.node.name
+        drains = [r for r in night.of_type(COMMAND) if r.name == f"{name}-drain-on-delete"]
+        if placed.node.head:
+            assert drains == [], "the head is never drained"
+            continue
+        (d,) = drains
+        assert d.inputs["delete"] == drain.drain_command(prod_config, placed)
+        waits_for = closure(night, d.urn)
+        # Pulumi deletes dependents first: the drain goes before the container and the VM.
+        assert night.one(CONTAINER, f"{name}-ray").urn in waits_for
+        assert night.one(VM, name).urn in waits_for
+
+
+# ---- Monitoring ----
+
+
+def test_monitoring_containers(night, prod_config):
+    host = prod_config.monitoring_host.node.name
+    monitoring = [c for c in night.of_type(CONTAINER) if not c.name.endswith("-ray")]
+    names = sorted(c.name for c in monitoring)
+    expected = sorted(
+        [f"{n}-node-exporter" for n in AO + HC] + [f"{n}-cadvisor" for n in AO + HC] + [f"{host}-prometheus", f"{host}-grafana"]
+    )
+    assert names == expected
+    for c in monitoring:
+        assert c.inputs["networkMode"] == "host" and not c.inputs.get("ports")
+        assert c.inputs["healthcheck"]["tests"][0] == "CMD" and c.inputs["restart"] == "unless-stopped"
+        image = night.by_urn(next(d for d in c.dependencies if "remoteImage" in d))
+        assert c.inputs["image"] == image_id(image.inputs["name"])
+        assert config.pinned_version(image.inputs["name"]) is not None
+    volumes = {r.inputs["name"] for r in night.of_type("docker:index/volume:Volume")}
+    assert volumes == {"prometheus-data", "grafana-data"}
+    grafana = night.one(CONTAINER, f"{host}-grafana")
+    env = dict(e.split("=", 1) for e in grafana.inputs["envs"])
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == TEST_SECRETS["grafanaAdminPassword"] and "envs" in grafana.secret_inputs
+    assert env["GF_SECURITY_ALLOW_EMBEDDING"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    prometheus = night.one(CONTAINER, f"{host}-prometheus")
+    assert "--storage.tsdb.retention.time=30d" in prometheus.inputs["command"]
+    config_cmd = night.one(COMMAND, f"{host}-monitoring-config")
+    assert config_cmd.urn in prometheus.dependencies and config_cmd.urn in grafana.dependencies
+
+
+def test_grafana_password_generated_when_not_given(raw, tmp_path):
+    raw["at"] = NOON
+    run = run_program(raw, tmp_path, secrets={"sshPrivateKey": TEST_SECRETS["sshPrivateKey"]})
+    grafana = run.one(CONTAINER, "ray-ao-1-grafana")
+    env = dict(e.split("=", 1) for e in grafana.inputs["envs"])
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("generated-")
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] not in ("admin", "admin123")
+
+
+def test_scrape_targets_follow_the_schedule(raw, tmp_path, prod_config):
+    import datetime as dt
+
+    from components import monitoring_config as mc
+    from components.remote_files import write_files_script
+
+    day = run_at(raw, tmp_path, NOON)
+    stdin = day.one(COMMAND, "ray-ao-1-scrape-targets").inputs["stdin"]
+    at = dt.datetime.fromisoformat(NOON)
+    files = {f"{mc.PROMETHEUS_CONFIG.host}/{k}": v for k, v in mc.scrape_targets(prod_config, at).items()}
+    files[f"{mc.NODE_EXPORTER_TEXTFILE.host}/{mc.EXPECTED_NODES_FILE}"] = mc.expected_nodes_metrics(prod_config, at)
+    assert stdin == write_files_script(files, then="docker kill --signal HUP prometheus >/dev/null 2>&1 || true")
+    assert "10.20.0.21" not in "".join(mc.scrape_targets(prod_config, at).values())

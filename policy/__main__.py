@@ -1,0 +1,91 @@
+"""ray-cluster-guardrails: the CrossGuard policy pack for this program.
+
+Run by `pulumi preview/up --policy-pack policy` (the CLI starts it as
+`python -m pulumi.policy <engine> policy`). Only registration lives here: each
+policy hands the resource's inputs to the plain checks in policy/checks.py.
+"""
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+# The checks reuse the program's own ports, version pins and stack config.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pulumi_policy import (  # noqa: E402
+    EnforcementLevel,
+    PolicyPack,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+)
+
+from components.config import ConfigError  # noqa: E402
+from components.stack import read_stack_file  # noqa: E402
+from policy import checks  # noqa: E402
+
+
+def by_type(checks_by_type):
+    """A validator running the check registered for the resource's type, if any."""
+
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+        check = checks_by_type.get(args.resource_type)
+        for message in check(args.props) if check else []:
+            report_violation(message)
+
+    return validate
+
+
+@lru_cache
+def allowed_dashboard_sources(stack: str):
+    return checks.dashboard_sources(read_stack_file(stack))
+
+
+def dashboards_validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != checks.REMOTE_COMMAND:
+        return
+    stack = args.urn.split("::", 1)[0].rsplit(":", 1)[-1]  # urn:pulumi:<stack>::<project>::...
+    try:
+        allowed = allowed_dashboard_sources(stack)
+    except (OSError, ConfigError) as error:
+        report_violation(f"cannot read the admin and cluster networks from Pulumi.{stack}.yaml: {error}")
+        return
+    for message in checks.dashboard_exposure_violations(args.props, allowed):
+        report_violation(message)
+
+
+POLICIES = [
+    ResourceValidationPolicy(
+        name="pinned-images",
+        description="Docker images carry an exact version tag; the Ray image is the Ray client's version.",
+        validate=by_type({
+            checks.REMOTE_IMAGE: checks.remote_image_violations,
+            checks.CONTAINER: checks.container_image_violations,
+        }),
+    ),
+    ResourceValidationPolicy(
+        name="supervised-containers",
+        description="Every container has a health check and a restart policy.",
+        validate=by_type({checks.CONTAINER: checks.container_supervision_violations}),
+    ),
+    ResourceValidationPolicy(
+        name="no-published-ports",
+        description="No container publishes ports: Docker's published ports bypass UFW.",
+        validate=by_type({checks.CONTAINER: checks.container_publishing_violations}),
+    ),
+    ResourceValidationPolicy(
+        name="firewall-default-deny",
+        description="A UFW script denies incoming by default, enables UFW, and opens no Ray port to anyone.",
+        validate=by_type({checks.REMOTE_COMMAND: checks.firewall_violations}),
+    ),
+    ResourceValidationPolicy(
+        name="dashboards-admin-only",
+        description="The Ray dashboard, Grafana and Prometheus are open only to the admin and cluster networks.",
+        validate=dashboards_validate,
+    ),
+]
+
+PolicyPack(
+    name="ray-cluster-guardrails",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    policies=POLICIES,
+)

@@ -1,0 +1,289 @@
+"""The cluster's guardrails as plain functions: a resource's inputs in, violation messages out.
+
+`policy/__main__.py` registers them as a CrossGuard policy pack; tests call them
+directly with the inputs a mocks run of the program registers. Inputs arrive as
+the engine sends them (camelCase keys, plain dicts and lists, or pulumi_policy's
+read-only proxies of them). During a preview an input may not be known yet:
+reading it raises pulumi_policy's UnknownValueError, which the pack reports as
+"cannot check during preview" rather than as a violation.
+
+Ports and the Ray version come from the program's own modules, never copied.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import shlex
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+from components.config import ClusterConfig, pinned_ray_client, pinned_version
+from components.ports import MONITORING, RAY
+
+REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
+CONTAINER = "docker:index/container:Container"
+REMOTE_COMMAND = "command:remote:Command"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+PortRange = tuple[int, int]
+
+
+# --- images ---------------------------------------------------------------
+
+
+def _repository(ref: str) -> str:
+    """`registry/org/name` of an image reference, without tag or digest."""
+    name = ref.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return name.rsplit(":", 1)[0] if ":" in last else name
+
+
+def image_violations(ref: Optional[str]) -> list[str]:
+    """A reference must carry an exact version tag; Ray's must be the pinned Ray client's version."""
+    if not ref:
+        return ["no image reference: it must name an image with an exact version tag"]
+    version = pinned_version(ref.split("@", 1)[0])  # a digest may follow the tag
+    if version is None:
+        return [f"image {ref!r} is not pinned to an exact version tag (never latest or untagged)"]
+    # Ray's own image, or a mirror of it: the cluster's Ray must speak the client's protocol.
+    if _repository(ref).rsplit("/", 1)[-1] == "ray" and version != pinned_ray_client():
+        return [
+            f"Ray image {ref!r} is Ray {version}, but requirements.txt pins the Ray client "
+            f"{pinned_ray_client()}: they must be equal"
+        ]
+    return []
+
+
+def remote_image_violations(props: Mapping) -> list[str]:
+    return image_violations(props.get("name"))
+
+
+def container_image_violations(props: Mapping) -> list[str]:
+    image = props.get("image")
+    if isinstance(image, str) and image.startswith("sha256:"):
+        return []  # the ID of a pulled RemoteImage, whose own name is checked
+    return image_violations(image)
+
+
+# --- containers -----------------------------------------------------------
+
+
+def container_supervision_violations(props: Mapping) -> list[str]:
+    problems = []
+    tests = list((props.get("healthcheck") or {}).get("tests") or [])
+    if not tests or tests[0] == "NONE":
+        problems.append(
+            "no health check (healthcheck.tests is empty): nothing tells a hung service from a healthy one"
+        )
+    restart = props.get("restart") or "no"  # the provider's default
+    if restart == "no":
+        problems.append(f"restart policy {restart!r}: the service stays down after a crash or a reboot")
+    return problems
+
+
+def container_publishing_violations(props: Mapping) -> list[str]:
+    problems = []
+    published = props.get("ports") or []
+    if published:
+        problems.append(
+            f"publishes ports {sorted(port.get('internal') for port in published)}: Docker's published "
+            "ports bypass UFW (the FORWARD chain); use host networking and let the firewall decide"
+        )
+    if props.get("publishAllPorts"):
+        problems.append("publish_all_ports is set: every exposed port would bypass UFW")
+    return problems
+
+
+# --- the firewall script ----------------------------------------------------
+
+# ufw verbs after which the host's firewall is no longer what it was.
+_CHANGING_VERBS = {
+    "allow", "limit", "deny", "reject", "delete", "insert", "prepend", "route", "default", "enable", "disable", "reset",
+}
+_SEPARATORS = {";", ";;", "&&", "||", "|", "&", "(", ")"}
+
+
+@dataclass(frozen=True)
+class AllowRule:
+    """An incoming `ufw allow`/`limit` rule: from `source` to `ports` (None: every port)."""
+
+    source: str  # as written: an address, a network, or "any"
+    ports: Optional[tuple[PortRange, ...]]
+    command: str
+
+    @property
+    def network(self) -> Optional[Network]:
+        try:
+            return ipaddress.ip_network("0.0.0.0/0" if self.source == "any" else self.source, strict=False)
+        except ValueError:
+            return None
+
+    @property
+    def from_anywhere(self) -> bool:
+        return self.network is None or self.network.prefixlen == 0  # unreadable counts as anywhere
+
+    def opens(self, low: int, high: int) -> bool:
+        return self.ports is None or any(first <= high and low <= last for first, last in self.ports)
+
+
+@dataclass
+class UfwIntent:
+    """What a shell script does to ufw, in order: the last word on each setting wins."""
+
+    incoming_default: Optional[str] = None
+    enabled: bool = False
+    allows: list[AllowRule] = dataclasses.field(default_factory=list)
+
+
+def _port_ranges(spec: str) -> Optional[tuple[PortRange, ...]]:
+    """`22`, `6380:6383`, `80,443/tcp` -> ranges; a service or app name -> None (every port)."""
+    ranges = []
+    for part in spec.split("/", 1)[0].split(","):
+        first, _, last = part.partition(":")
+        if not (first.isdigit() and (last or first).isdigit()):
+            return None
+        ranges.append((int(first), int(last or first)))
+    return tuple(ranges)
+
+
+def _allow_rule(words: list[str], command: str) -> Optional[AllowRule]:
+    """Parse the words after `allow`/`limit` (ufw's simple and full syntax); None if outgoing."""
+    source, ports, side, i = "any", None, None, 0
+    while i < len(words):
+        word = words[i]
+        if word == "out":
+            return None
+        if word in ("in", "log", "log-all"):
+            i += 1
+        elif word in ("on", "proto", "comment"):
+            i += 2
+        elif word in ("from", "to"):
+            side = word
+            if word == "from":
+                source = words[i + 1] if i + 1 < len(words) else "any"
+            i += 2
+        elif word in ("port", "app"):
+            if side != "from":  # a source port does not limit what is reachable
+                ports = _port_ranges(words[i + 1]) if word == "port" and i + 1 < len(words) else None
+            i += 2
+        else:  # simple syntax: `ufw allow 8265/tcp`
+            ports = _port_ranges(word)
+            i += 1
+    return AllowRule(source, ports, command)
+
+
+def _commands(script: str) -> list[list[str]]:
+    """Every simple command in the script, as words (lines the lexer cannot read are skipped)."""
+    commands: list[list[str]] = []
+    for line in script.splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        try:
+            tokens = list(lexer)
+        except ValueError:
+            continue  # a line inside a multi-line quoted string
+        current: list[str] = []
+        for token in tokens + [";"]:
+            if token in _SEPARATORS:
+                if current:
+                    commands.append(current)
+                current = []
+            else:
+                current.append(token)
+    return commands
+
+
+def ufw_intent(script: str) -> Optional[UfwIntent]:
+    """What `script` does to ufw; None when it never changes ufw (not a firewall script)."""
+    intent, changes = UfwIntent(), False
+    for words in _commands(script):
+        at = next((i for i, w in enumerate(words) if w.rsplit("/", 1)[-1] == "ufw"), None)
+        if at is None:
+            continue
+        args = [w for w in words[at + 1 :] if not w.startswith("--")]
+        if not args or args[0] not in _CHANGING_VERBS:
+            continue
+        changes = True
+        verb = args[0]
+        if verb == "default" and len(args) > 1:
+            if (args[2] if len(args) > 2 else "incoming") == "incoming":
+                intent.incoming_default = args[1]
+        elif verb in ("enable", "disable", "reset"):
+            intent.enabled = verb == "enable"
+            if verb == "reset":
+                intent.allows.clear()
+        else:
+            rest = args[2:] if verb == "insert" else args[1:] if verb in ("prepend", "route") else args
+            if rest and rest[0] in ("allow", "limit"):
+                rule = _allow_rule(rest[1:], shlex.join(words[at:]))
+                if rule is not None:
+                    intent.allows.append(rule)
+    return intent if changes else None
+
+
+def command_script(props: Mapping) -> str:
+    """The shell text a Command runs when created or updated."""
+    return "\n".join(str(props.get(key) or "") for key in ("create", "update", "stdin"))
+
+
+def _ray_ports() -> dict[str, PortRange]:
+    """Every port Ray uses, by name, from components/ports.py."""
+    workers = ("min_worker", "max_worker")
+    single = {f.name: (getattr(RAY, f.name),) * 2 for f in dataclasses.fields(RAY) if f.name not in workers}
+    return {**single, "workers": (RAY.min_worker, RAY.max_worker)}
+
+
+DASHBOARDS: dict[str, int] = {
+    "Ray dashboard": RAY.dashboard,
+    "Grafana": MONITORING.grafana,
+    "Prometheus": MONITORING.prometheus,
+}
+
+
+def firewall_violations(props: Mapping) -> list[str]:
+    """A command that configures ufw leaves it enabled, deny-by-default, with no Ray port open to all."""
+    intent = ufw_intent(command_script(props))
+    if intent is None:
+        return []
+    problems = []
+    if intent.incoming_default not in ("deny", "reject"):
+        problems.append(
+            f"the ufw script leaves incoming traffic at {intent.incoming_default or 'the host default'}: "
+            "it must run `ufw default deny incoming`"
+        )
+    if not intent.enabled:
+        problems.append("the ufw script never ends with ufw enabled (`ufw --force enable`)")
+    ray_ports = _ray_ports()
+    for rule in intent.allows:
+        opened = [name for name, (low, high) in ray_ports.items() if rule.opens(low, high)]
+        if rule.from_anywhere and opened:
+            problems.append(
+                f"`{rule.command}` opens Ray's {', '.join(opened)} port(s) to anyone: "
+                "Ray listens on every interface, only the firewall keeps it private"
+            )
+    return problems
+
+
+def dashboard_sources(cfg: ClusterConfig) -> list[Network]:
+    """Who may reach the dashboards: the admin networks and the cluster network."""
+    return [*cfg.network.admin_cidrs, cfg.network.cidr]
+
+
+def dashboard_exposure_violations(props: Mapping, allowed: Sequence[Network]) -> list[str]:
+    """The Ray dashboard, Grafana and Prometheus are open only to networks inside `allowed`."""
+    intent = ufw_intent(command_script(props))
+    if intent is None:
+        return []
+    problems = []
+    for rule in intent.allows:
+        opened = [name for name, port in DASHBOARDS.items() if rule.opens(port, port)]
+        network = rule.network
+        inside = network is not None and any(
+            network.version == net.version and network.subnet_of(net) for net in allowed
+        )
+        if opened and not inside:
+            problems.append(
+                f"`{rule.command}` opens {', '.join(opened)} to {rule.source}, outside the admin and "
+                f"cluster networks ({', '.join(map(str, allowed))})"
+            )
+    return problems

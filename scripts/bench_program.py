@@ -1,0 +1,145 @@
+"""How the program scales: evaluate it under Pulumi's mocks at growing cluster sizes.
+
+    venv/bin/python scripts/bench_program.py
+
+For the prod stack and for generated stacks of 30, 120 and 300 nodes (all live:
+the instant is at night), prints the wall time, the number of resources
+registered, and the longest dependency chain: how many resources must be
+created one after another however parallel the engine runs. That chain, not
+the node count, bounds how long a real `pulumi up` takes, so it must not grow
+with the cluster.
+"""
+from __future__ import annotations
+
+import functools
+import ipaddress
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from conftest import prod_raw  # noqa: E402
+from pulumi_harness import ProgramRun, run_program  # noqa: E402
+
+NIGHT = "2026-11-22T22:00:00+01:00"  # inside every night window: all tiers live
+SIZES = (30, 120, 300)
+GENERATED_CIDR = ipaddress.IPv4Network("10.40.0.0/16")
+ALWAYS_ON_NODES = 3
+HEAVY_TIER_SIZE = 50
+PROD_BUDGET_SECONDS = 1.5  # one fresh evaluation of prod, imports included
+# Component types are the project's own package (`ray-cluster:index:RayNode`).
+COMPONENT_PREFIX = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"] + ":"
+
+
+def prod_stack() -> dict:
+    raw = prod_raw()
+    raw["at"] = NIGHT
+    return raw
+
+
+def generated_stack(nodes: int) -> dict:
+    """prod's settings on a /16: an always-on tier (head first), the rest in night tiers of 50."""
+    raw = prod_stack()
+    raw["network"].update(cidr=str(GENERATED_CIDR), gateway=str(GENERATED_CIDR[1]), dnsServers=[str(GENERATED_CIDR[2])])
+    # Hosts from .10 up, clear of the gateway and the DNS server.
+    all_nodes = [{"name": f"ray-{i}", "ip": str(GENERATED_CIDR[10 + i])} for i in range(nodes)]
+    all_nodes[0]["head"] = True
+    always_on, heavy = raw["tiers"]["always-on"], raw["tiers"]["heavy-compute"]
+    raw["tiers"] = {"always-on": {**always_on, "nodes": all_nodes[:ALWAYS_ON_NODES]}}
+    rest = all_nodes[ALWAYS_ON_NODES:]
+    for start in range(0, len(rest), HEAVY_TIER_SIZE):
+        raw["tiers"][f"heavy-{start // HEAVY_TIER_SIZE + 1}"] = {**heavy, "nodes": rest[start : start + HEAVY_TIER_SIZE]}
+    return raw
+
+
+def evaluate(raw: dict) -> ProgramRun:
+    with tempfile.TemporaryDirectory() as home:
+        return run_program(raw, Path(home))
+
+
+def longest_chain(run: ProgramRun) -> list[str]:
+    """The custom resources on the longest path of "must exist before" edges, first to last.
+
+    Edges: a resource's dependencies (its depends_on, and every resource whose
+    outputs its inputs use), its provider (it is created through that provider
+    instance) and its parent. The parent edge matters: the SDK registers a child
+    only once its parent's URN is known, and a parent component is registered
+    only once its own dependencies exist (the Firewall waits for the VM that
+    way). Components are on paths but create nothing, so they are not counted.
+    """
+    by_urn = {r.urn: r for r in run.registrations}
+
+    @functools.cache
+    def path_to(urn: str) -> tuple[str, ...]:
+        resource = by_urn[urn]
+        before = {*resource.dependencies, resource.parent}
+        if resource.provider:
+            before.add(resource.provider.rsplit("::", 1)[0])  # a provider reference is `<urn>::<id>`
+        longest = max((path_to(u) for u in before if u in by_urn), key=len, default=())
+        return longest if resource.type.startswith(COMPONENT_PREFIX) else (*longest, resource.name)
+
+    return list(max((path_to(urn) for urn in sorted(by_urn)), key=len))
+
+
+FRESH_PROD_RUN = f"""
+import sys
+sys.path.insert(0, {str(ROOT / 'scripts')!r})
+import bench_program
+bench_program.evaluate(bench_program.prod_stack())
+"""
+
+
+def fresh_prod_seconds() -> float:
+    """One evaluation of prod in a new interpreter: startup and imports included
+    (the harness's too, pytest among them: an upper bound on the program's own)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", FRESH_PROD_RUN], check=True, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+@dataclass
+class Row:
+    label: str
+    nodes: int
+    resources: int
+    chain: list[str]
+    seconds: float
+    target: str = ""
+
+
+def measure(label: str, raw: dict) -> Row:
+    start = time.perf_counter()
+    run = evaluate(raw)
+    seconds = time.perf_counter() - start
+    nodes = sum(len(tier["nodes"]) for tier in raw["tiers"].values())
+    return Row(label, nodes, len(run.registrations), longest_chain(run), seconds)
+
+
+def main() -> None:
+    prod = measure("prod, in process", prod_stack())
+    fresh = fresh_prod_seconds()
+    verdict = "ok" if fresh < PROD_BUDGET_SECONDS else "MISSED"
+    rows = [
+        Row("prod, fresh process", prod.nodes, prod.resources, prod.chain, fresh,
+            f"< {PROD_BUDGET_SECONDS} s incl. imports: {verdict}"),
+        prod,
+    ]
+    rows += [measure("generated", generated_stack(size)) for size in SIZES]
+    for row in rows[2:]:
+        row.target = f"chain = prod's {len(prod.chain)}: {'ok' if len(row.chain) == len(prod.chain) else 'MISSED'}"
+
+    print(f"{'stack':<20} {'nodes':>5} {'resources':>9} {'chain':>5} {'wall':>8}  target")
+    for row in rows:
+        print(f"{row.label:<20} {row.nodes:>5} {row.resources:>9} {len(row.chain):>5} {row.seconds:>7.2f}s  {row.target}")
+    print(f"\nprod's longest chain: {' -> '.join(prod.chain)}")
+
+
+if __name__ == "__main__":
+    main()

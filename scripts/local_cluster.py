@@ -1,0 +1,252 @@
+"""A real Ray cluster on this machine, started from the rendered container commands.
+
+Each node runs exactly `sh -c <entrypoint_script>` with the container's
+environment, as Docker would run it, but with addresses, ports, sizes and
+directories remapped (`localize`) so several nodes share 127.0.0.1. Used by the
+Ray integration tests and the local rehearsal:
+
+    with LocalCluster(localize(rendered, root, first_offset=1000, ...)) as cluster:
+        ...  # cluster.client_env() lets drivers and tools in
+
+Nodes start one after another (started together they race for socket names)
+and are stopped by process group on exit, also when something failed.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Optional, Sequence
+
+from components import ray_start
+from components.ray_start import RayNodeSettings
+
+LOOPBACK = "127.0.0.1"
+
+
+def localize(
+    rendered: Sequence[RayNodeSettings],
+    root: Path,
+    first_offset: int,
+    offset_step: int,
+    worker_ports: tuple[int, int],
+    object_store_bytes: int = 100 * 2**20,
+    shutdown_drain_seconds: int = 5,
+) -> list[RayNodeSettings]:
+    """Rendered settings remapped to this machine; everything else as rendered.
+
+    Node i's ports move by first_offset + i * offset_step and it gets its own
+    slice of `worker_ports`; its temp and spill dirs go under root/<i>.
+    """
+    low, high = worker_ports
+    slice_size = (high - low + 1) // len(rendered)
+    ports = [
+        s.ports.shifted(first_offset + i * offset_step, (low + i * slice_size, low + (i + 1) * slice_size - 1))
+        for i, s in enumerate(rendered)
+    ]
+    head_gcs_port = next(p.gcs for s, p in zip(rendered, ports) if s.is_head)
+    local = []
+    for i, s in enumerate(rendered):
+        node_dir = root / str(i)
+        local.append(
+            dataclasses.replace(
+                s,
+                node_ip=LOOPBACK,
+                head_ip=LOOPBACK,
+                head_gcs_port=head_gcs_port,
+                ports=ports[i],
+                object_store_bytes=object_store_bytes,
+                shm_bytes=object_store_bytes,
+                temp_dir=str(node_dir / "tmp"),
+                spill_dir=str(node_dir / "spill"),
+                shutdown_drain_seconds=shutdown_drain_seconds,
+            )
+        )
+    return local
+
+
+@dataclasses.dataclass
+class LocalNode:
+    settings: RayNodeSettings
+    process: subprocess.Popen  # the entrypoint's sh, leader of its own process group
+    log_path: Path
+
+
+class LocalCluster:
+    """Context manager: start `nodes` (the head first), stop them all on exit."""
+
+    def __init__(self, nodes: Sequence[RayNodeSettings], token: Optional[str] = None, join_timeout: float = 90):
+        heads = [s for s in nodes if s.is_head]
+        if len(heads) != 1 or not nodes[0].is_head:
+            raise ValueError("the first node, and only it, must be the head")
+        self.settings = list(nodes)
+        self.head = heads[0]
+        self.token = token or secrets.token_hex(32)
+        self.join_timeout = join_timeout
+        self.nodes: dict[str, LocalNode] = {}
+
+    @property
+    def gcs_address(self) -> str:
+        return f"{LOOPBACK}:{self.head.ports.gcs}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.head.ports.dashboard}"
+
+    def client_env(self) -> dict[str, str]:
+        """What a driver or a Ray tool needs to join: the token, and this venv's tools first."""
+        tools = str(Path(sys.executable).parent)
+        return {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.token,
+            "PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def __enter__(self) -> "LocalCluster":
+        try:
+            for s in self.settings:
+                self._start(s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _start(self, s: RayNodeSettings) -> None:
+        for directory in (s.temp_dir, s.spill_dir):
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        log_path = Path(s.temp_dir).parent / "entrypoint.log"
+        env = {**os.environ, **ray_start.ray_env(s), **self.client_env()}
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                ["sh", "-c", ray_start.entrypoint_script(s)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.nodes[s.node_name] = LocalNode(s, process, log_path)
+        self._wait_joined(s)
+
+    def _wait_joined(self, s: RayNodeSettings) -> None:
+        node = self.nodes[s.node_name]
+        give_up = time.monotonic() + self.join_timeout
+        while time.monotonic() < give_up:
+            if node.process.poll() is not None:
+                raise RuntimeError(f"{s.node_name} exited with {node.process.returncode}:\n{node.log_path.read_text()[-3000:]}")
+            if any(n["node_name"] == s.node_name and n["state"] == "ALIVE" for n in self._try_nodes()):
+                return
+            time.sleep(1)
+        raise TimeoutError(f"{s.node_name} did not join within {self.join_timeout}s:\n{node.log_path.read_text()[-3000:]}")
+
+    def _try_nodes(self) -> list[dict]:
+        try:
+            return self.list_nodes()
+        except OSError:  # the head's dashboard is not up yet
+            return []
+
+    def list_nodes(self) -> list[dict]:
+        """Every node the cluster knows (Ray's state API: node_name, node_ip, state, labels...)."""
+        request = urllib.request.Request(
+            f"{self.dashboard_url}/api/v0/nodes?limit=1000&detail=true",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)["data"]["result"]["result"]
+
+    def node_info(self, node_name: str) -> dict:
+        """The state API's record of the most recent node with this name."""
+        return max(
+            (n for n in self.list_nodes() if n["node_name"] == node_name),
+            key=lambda n: n["start_time_ms"],
+        )
+
+    def stop(self, grace_seconds: float = 20) -> None:
+        """TERM every entrypoint (as `docker stop` would), then kill what is left."""
+        running = [n for n in reversed(self.nodes.values()) if n.process.poll() is None]
+        for node in running:
+            node.process.send_signal(signal.SIGTERM)
+        give_up = time.monotonic() + grace_seconds
+        for node in running:
+            try:
+                node.process.wait(timeout=max(0.1, give_up - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for node in self.nodes.values():
+            kill_node_processes(node)
+
+
+def kill_node_processes(node: LocalNode) -> None:
+    """SIGKILL whatever is left of one node: its process groups and anything naming its temp dir.
+
+    A scoped `ray stop`: the real one would stop every Ray on the machine.
+    """
+    groups = {node.process.pid}
+    for pid in _pids_mentioning(node.settings.temp_dir):
+        try:
+            groups.add(os.getpgid(pid))
+        except ProcessLookupError:
+            pass
+    groups.discard(os.getpgrp())
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if node.process.poll() is None:
+        node.process.wait(timeout=10)
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    needle = text.encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if needle in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+@contextlib.contextmanager
+def driver(cluster: LocalCluster):
+    """`ray.init` into `cluster` from this process, with its token; undone on exit.
+
+    Ray caches the auth mode and token per process: both are reloaded on the way
+    in and out, so clusters with different tokens can follow each other.
+    """
+    import ray
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    def reload_auth() -> None:
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+
+    auth = {k: v for k, v in cluster.client_env().items() if k != "PATH"}
+    saved = {k: os.environ.get(k) for k in auth}
+    os.environ.update(auth)
+    reload_auth()
+    try:
+        ray.init(address=cluster.gcs_address, log_to_driver=False, logging_level="warning")
+        yield ray
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        reload_auth()

@@ -1,0 +1,46 @@
+"""A running cluster as the operator tools see it: Ray nodes and tasks by tier.
+
+Shared by the scheduler (did a tier's nodes join?), `monitor_tasks` and
+`smoke_test`. Every call authenticates with the cluster token from the
+RAY_AUTH_TOKEN environment variable; Ray is imported only after that is set,
+because Ray reads its auth mode when it loads.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+TIER_LABEL = "tier"  # the node label `ray start --labels tier=<tier>` sets
+
+
+def use_token_from_env() -> None:
+    """Token auth for this process's Ray client when RAY_AUTH_TOKEN is set."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+@dataclass(frozen=True)
+class RayNodeView:
+    node_id: str
+    name: str
+    ip: str
+    tier: Optional[str]
+    is_head: bool
+
+
+def alive_nodes(address: str) -> list[RayNodeView]:
+    """The ALIVE nodes of the cluster at `address` (GCS host:port or dashboard URL)."""
+    use_token_from_env()
+    from ray.util.state import list_nodes
+
+    return [
+        RayNodeView(
+            node_id=node.node_id,
+            name=node.node_name,
+            ip=node.node_ip,
+            tier=(node.labels or {}).get(TIER_LABEL),
+            is_head=node.is_head_node,
+        )
+        for node in list_nodes(address=address, filters=[("state", "=", "ALIVE")], limit=10_000)
+    ]

@@ -1,0 +1,252 @@
+"""Each node's UFW rules: who may reach which port, proven with real ufw and real packets.
+
+The rule checks read the prod stack. The packet tests build a lab of network
+namespaces (tests/netns.py) from a copy of the prod config moved onto private
+test ranges that exist only inside those namespaces, run the very script
+`ufw_script` renders in the node's namespace, and connect from each peer.
+"""
+import copy
+import dataclasses
+import ipaddress
+
+import pytest
+
+import netns
+from components import config
+from components import firewall_rules as fw
+from components.ports import MONITORING, RAY, SSH
+
+LAB_CIDR = ipaddress.ip_network("10.77.0.0/24")
+LAB_ADMIN_CIDRS = ["10.78.0.0/24", "10.79.0.0/24"]
+LAB_MONITORING_HOST = "ray-ao-2"  # not the head, so the head's own access to it is exercised
+
+# What the packet tests connect to on the head. Each peer is named for where it sits.
+PROBED = {
+    "ssh": SSH,
+    "gcs": RAY.gcs,
+    "worker": (RAY.min_worker + RAY.max_worker) // 2,
+    "past_workers": RAY.max_worker + 1,
+    "metrics": RAY.metrics_export,
+    "dashboard": RAY.dashboard,
+    "grafana": MONITORING.grafana,  # runs on the monitoring host, not the head
+}
+REACHES = {
+    "cluster": {"gcs", "worker", "dashboard"},
+    "monitor": {"gcs", "worker", "dashboard", "metrics"},  # also inside the cluster network
+    "admin": {"ssh", "dashboard"},
+    "admin2": {"ssh", "dashboard"},
+    "outsider": set(),
+}
+
+RAY_SINGLE_PORTS = {
+    f.name: getattr(RAY, f.name) for f in dataclasses.fields(RAY) if f.name not in ("min_worker", "max_worker")
+}
+RAY_METRICS = {"metrics_export", "autoscaler_metrics", "dashboard_metrics"}
+HEAD_ONLY = {"gcs", "dashboard", "client", "autoscaler_metrics", "dashboard_metrics"}
+
+
+@pytest.fixture
+def namespaces():
+    """Skips unless network and mount namespaces can be made here."""
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def covered(rule: fw.UfwRule) -> range:
+    return range(rule.port, (rule.last_port or rule.port) + 1)
+
+
+def ray_ports_in(rule: fw.UfwRule) -> set[str]:
+    """The Ray ports a rule opens, by name; "workers" if it opens any of the worker range."""
+    names = {name for name, port in RAY_SINGLE_PORTS.items() if port in covered(rule)}
+    overlaps_workers = covered(rule).start <= RAY.max_worker and covered(rule).stop > RAY.min_worker
+    return names | ({"workers"} if overlaps_workers else set())
+
+
+def node_rules(cfg: config.ClusterConfig):
+    return [(placed, fw.firewall_rules(cfg, placed)) for placed in cfg.placed_nodes]
+
+
+def with_monitoring_host(raw: dict, host: str) -> config.ClusterConfig:
+    raw = copy.deepcopy(raw)
+    raw.setdefault("monitoring", {})["host"] = host
+    return config.load(raw)
+
+
+# --- The rules, as data -------------------------------------------------------------------------
+
+
+def test_every_source_is_the_cluster_or_an_admin_network(prod_config):
+    allowed = [prod_config.network.cidr, *prod_config.network.admin_cidrs]
+    for placed, rules in node_rules(prod_config):
+        for rule in rules:
+            source = ipaddress.ip_network(rule.source)
+            assert source.prefixlen > 0, (placed.node.name, rule)
+            assert any(source.subnet_of(net) for net in allowed), (placed.node.name, rule)
+
+
+def test_ray_ports_open_only_to_whom_they_serve(prod_config):
+    cluster = str(prod_config.network.cidr)
+    admins = {str(c) for c in prod_config.network.admin_cidrs}
+    monitor = str(prod_config.monitoring_host.node.ip)
+    seen = set()
+    for placed, rules in node_rules(prod_config):
+        for rule in rules:
+            for name in ray_ports_in(rule):
+                seen.add(name)
+                if name in RAY_METRICS:
+                    assert rule.source == monitor, (placed.node.name, rule)
+                elif name in ("dashboard", "client"):
+                    assert rule.source in admins | {cluster}, (placed.node.name, rule)
+                else:
+                    assert rule.source == cluster, (placed.node.name, rule)
+                if name in HEAD_ONLY:
+                    assert placed.node.head, f"{name} open on {placed.node.name}, which is not the head"
+    assert seen == set(RAY_SINGLE_PORTS) | {"workers"}, "every Ray port is open to someone"
+
+
+def test_ssh_only_from_every_admin_network(prod_config):
+    for placed, rules in node_rules(prod_config):
+        sources = [rule.source for rule in rules if SSH in covered(rule)]
+        assert sorted(sources) == sorted(str(c) for c in prod_config.network.admin_cidrs), placed.node.name
+
+
+def test_every_port_is_one_named_in_ports_py(prod_config):
+    named = set(RAY_SINGLE_PORTS.values()) | {getattr(MONITORING, f.name) for f in dataclasses.fields(MONITORING)} | {SSH}
+    for placed, rules in node_rules(prod_config):
+        for rule in rules:
+            assert (rule.last_port is None and rule.port in named) or (rule.port, rule.last_port) == (RAY.min_worker, RAY.max_worker), rule
+
+
+def test_monitoring_uis_only_on_the_monitoring_host(raw):
+    cfg = with_monitoring_host(raw, LAB_MONITORING_HOST)
+    admins = {str(c) for c in cfg.network.admin_cidrs}
+    head = str(cfg.head.node.ip)
+    for placed, rules in node_rules(cfg):
+        for port in (MONITORING.grafana, MONITORING.prometheus):
+            sources = {rule.source for rule in rules if port in covered(rule)}
+            # The head's dashboard checks Grafana's health and queries Prometheus server-side.
+            assert sources == (admins | {head} if placed.node.name == LAB_MONITORING_HOST else set()), placed.node.name
+
+
+def test_exporters_only_from_the_monitoring_host(raw):
+    cfg = with_monitoring_host(raw, LAB_MONITORING_HOST)
+    for placed, rules in node_rules(cfg):
+        for port in (MONITORING.node_exporter, MONITORING.cadvisor, RAY.metrics_export):
+            assert {r.source for r in rules if port in covered(r)} == {str(cfg.monitoring_host.node.ip)}, placed.node.name
+
+
+def test_a_world_wide_cluster_network_is_refused(raw):
+    raw["network"]["cidr"] = "0.0.0.0/0"
+    cfg = config.load(raw)
+    with pytest.raises(ValueError, match="0.0.0.0/0"):
+        fw.firewall_rules(cfg, cfg.head)
+
+
+# --- The real ufw ---------------------------------------------------------------------------------
+
+
+def test_ufw_dry_run_accepts_every_prod_rule(namespaces, prod_config, tmp_path):
+    commands = sorted({rule.command for _, rules in node_rules(prod_config) for rule in rules})
+    check = "".join(f'ufw --dry-run {command} >/dev/null || echo "rejected: {command}"\n' for command in commands)
+    with netns.running_lab(str(LAB_CIDR[1]), peers={}) as sandbox:
+        result = netns.run_ufw(sandbox.node, netns.ufw_state_copy(tmp_path), check)
+    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
+
+
+def lab_config(raw: dict, admin_cidrs: list[str]) -> config.ClusterConfig:
+    """Prod moved onto the lab ranges: each node keeps its host number."""
+    raw = copy.deepcopy(raw)
+    prod_cidr = ipaddress.ip_network(raw["network"]["cidr"])
+    raw["network"] = {
+        "cidr": str(LAB_CIDR),
+        "gateway": str(LAB_CIDR[1]),
+        "dnsServers": [str(LAB_CIDR[2])],
+        "adminCidrs": admin_cidrs,
+    }
+    for tier in raw["tiers"].values():
+        for node in tier["nodes"]:
+            node["ip"] = str(LAB_CIDR[int(ipaddress.ip_address(node["ip"])) - int(prod_cidr.network_address)])
+    return with_monitoring_host(raw, LAB_MONITORING_HOST)
+
+
+@pytest.fixture
+def lab_cfg(raw):
+    return lab_config(raw, LAB_ADMIN_CIDRS)
+
+
+@pytest.fixture
+def lab(namespaces, lab_cfg):
+    """The head's namespace listening on every probed port; peers wired, nothing filtered yet."""
+    peers = {
+        "cluster": str(LAB_CIDR[50]),
+        "monitor": str(lab_cfg.monitoring_host.node.ip),
+        "admin": str(ipaddress.ip_network(LAB_ADMIN_CIDRS[0])[5]),
+        "admin2": str(ipaddress.ip_network(LAB_ADMIN_CIDRS[1])[5]),
+        "outsider": "10.99.0.5",
+    }
+    with netns.running_lab(str(lab_cfg.head.node.ip), peers) as running:
+        running.listen(list(PROBED.values()))
+        everything = set(PROBED.values())
+        assert running.reachable(list(PROBED.values())) == {peer: everything for peer in peers}, "lab wiring"
+        yield running
+
+
+@pytest.fixture
+def ufw_state(tmp_path):
+    return netns.ufw_state_copy(tmp_path)
+
+
+def converge(lab, ufw_state, cfg) -> str:
+    """Runs the head's rendered script in the lab, as the Firewall component does on the VM."""
+    result = netns.run_ufw(lab.node, ufw_state, fw.ufw_script(fw.firewall_rules(cfg, cfg.head)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def ufw_query(lab, ufw_state, commands: str) -> str:
+    result = netns.run_ufw(lab.node, ufw_state, commands)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def added_rules(lab, ufw_state) -> list[str]:
+    return ufw_query(lab, ufw_state, "ufw show added").splitlines()[1:]
+
+
+def reaches(lab) -> dict[str, set[str]]:
+    by_port = {port: name for name, port in PROBED.items()}
+    return {peer: {by_port[p] for p in ports} for peer, ports in lab.reachable(list(PROBED.values())).items()}
+
+
+def test_each_peer_reaches_exactly_its_ports(lab, ufw_state, lab_cfg):
+    converge(lab, ufw_state, lab_cfg)
+    assert reaches(lab) == REACHES
+    # ufw echoes the rules exactly as rendered: the script's stale-rule check relies on it.
+    assert added_rules(lab, ufw_state) == [f"ufw {rule.command}" for rule in fw.firewall_rules(lab_cfg, lab_cfg.head)]
+
+
+def test_rerun_changes_nothing_and_never_opens_the_host(lab, ufw_state, lab_cfg):
+    converge(lab, ufw_state, lab_cfg)
+    state = "ufw status verbose; iptables -S ufw-user-input; ip6tables -S ufw6-user-input"
+    before = ufw_query(lab, ufw_state, state)
+    with lab.watching("outsider", RAY.gcs) as connected:
+        output = converge(lab, ufw_state, lab_cfg)
+    assert ufw_query(lab, ufw_state, state) == before
+    assert "Status: active" in before and "deleted" not in output
+    assert connected == [0]
+
+
+def test_rules_gone_from_config_are_gone_from_the_host(lab, ufw_state, lab_cfg, raw):
+    converge(lab, ufw_state, lab_cfg)
+    # A rule added by hand (open to the world) is drift the next run must remove too.
+    ufw_query(lab, ufw_state, "ufw allow 22/tcp")
+    assert "ufw allow 22/tcp" in added_rules(lab, ufw_state)
+
+    shrunk = lab_config(raw, LAB_ADMIN_CIDRS[:1])
+    with lab.watching("outsider", RAY.gcs) as connected:
+        converge(lab, ufw_state, shrunk)
+    assert reaches(lab) == {**REACHES, "admin2": set()}
+    assert added_rules(lab, ufw_state) == [f"ufw {rule.command}" for rule in fw.firewall_rules(shrunk, shrunk.head)]
+    assert connected == [0]

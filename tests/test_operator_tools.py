@@ -1,0 +1,140 @@
+"""The operator tools against a real Ray cluster on 127.0.0.1, started from the
+rendered prod commands of the head (always-on) and one heavy-compute node.
+
+The tools run as their users run them (`python -m scripts.<tool>` with only
+RAY_AUTH_TOKEN in the environment); the test process itself loads work
+through `local_cluster.driver`, which restores Ray's auth state afterwards.
+"""
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from components import ray_start
+from scripts import scheduler
+from scripts.local_cluster import LocalCluster, driver, localize
+from scripts.ray_state import RayNodeView
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAD_OFFSET = 5000  # the shipped ports moved by this (the next node's by 10 more)
+WORKER_PORTS = (40000, 40999)
+NODES = ("ray-ao-1", "ray-hc-1")
+CPUS_PER_NODE = 2  # instead of 32 / 80: this machine has two cores
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def cluster(prod_config):
+    rendered = [ray_start.node_settings(prod_config, p) for p in prod_config.placed_nodes if p.node.name in NODES]
+    root = Path(tempfile.mkdtemp(prefix="ops", dir="/tmp"))  # short: Ray's socket paths are limited
+    try:
+        local = localize(rendered, root, HEAD_OFFSET, 10, WORKER_PORTS)
+        with LocalCluster([dataclasses.replace(s, num_cpus=CPUS_PER_NODE) for s in local]) as running:
+            yield running
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def python(cluster, *argv: str, token: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    if token:
+        env["RAY_AUTH_TOKEN"] = cluster.token  # the tools turn token mode on themselves
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+
+
+def tool(cluster, name: str, *argv: str, token: bool = True) -> subprocess.CompletedProcess:
+    return python(cluster, "-m", name, *argv, token=token)
+
+
+def client_address(cluster) -> str:
+    return f"ray://127.0.0.1:{cluster.head.ports.client}"
+
+
+def test_the_schedulers_probe_sees_every_node_with_its_tier(cluster):
+    probe = (
+        "import dataclasses, json, sys; from scripts.ray_state import alive_nodes; "
+        "print(json.dumps([dataclasses.asdict(n) for n in alive_nodes(sys.argv[1])]))"
+    )
+    result = python(cluster, "-c", probe, cluster.dashboard_url)
+    assert result.returncode == 0, result.stderr
+    alive = [RayNodeView(**n) for n in json.loads(result.stdout)]
+    assert sorted((n.name, n.tier, n.is_head) for n in alive) == [
+        ("ray-ao-1", "always-on", True),
+        ("ray-hc-1", "heavy-compute", False),
+    ]
+    deployed = {
+        "liveTiers": ["always-on", "heavy-compute"],
+        "nodes": [{"name": "ray-ao-1", "tier": "always-on"}, {"name": "ray-hc-1", "tier": "heavy-compute"}, {"name": "ray-hc-2", "tier": "heavy-compute"}],
+    }
+    assert scheduler.nodes_by_tier(deployed, alive) == {
+        "always-on": {"joined": ["ray-ao-1"], "missing": []},
+        "heavy-compute": {"joined": ["ray-hc-1"], "missing": ["ray-hc-2"]},
+    }
+
+
+def test_smoke_test_passes_on_every_live_tier_through_the_ray_client(cluster):
+    result = tool(cluster, "scripts.smoke_test", "--address", client_address(cluster), "--tasks", "20", "--json")
+    assert result.returncode == 0, result.stderr
+    results = {r["tier"]: r for r in json.loads(result.stdout)}
+    assert results.keys() == {"always-on", "heavy-compute"}
+    for r in results.values():
+        assert r["ok"] and r["tasks"] == 20 and r["nodesUsed"] == 1
+        assert r["tasksPerSecond"] > 0
+
+
+def test_smoke_test_fails_for_a_tier_without_live_nodes(cluster):
+    result = tool(cluster, "scripts.smoke_test", "--address", cluster.gcs_address, "--tier", "heavy-compute", "--tier", "gpu", "--tasks", "5")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("PASS  heavy-compute") and "tasks/s" in lines[0]
+    assert lines[1].startswith("FAIL  gpu") and "no live node" in lines[1]
+
+
+def test_tools_without_the_token_are_refused(cluster):
+    result = tool(cluster, "scripts.monitor_tasks", "--address", cluster.dashboard_url, token=False)
+    assert result.returncode == 1
+    assert "authentication" in result.stderr.lower()
+
+
+def monitor(cluster) -> dict:
+    result = tool(cluster, "scripts.monitor_tasks", "--address", cluster.dashboard_url, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_monitor_counts_running_and_pending_tasks_per_tier(cluster):
+    with driver(cluster) as ray:
+
+        @ray.remote(num_cpus=1)
+        def nap():
+            time.sleep(120)
+
+        # Three for two heavy CPUs (one waits), one by the seeds' custom resource,
+        # and two for a tier with no node at all.
+        refs = [nap.options(label_selector={"tier": "heavy-compute"}).remote() for _ in range(3)]
+        refs += [nap.options(resources={"tier:heavy-compute": 1}).remote()]
+        refs += [nap.options(label_selector={"tier": "gpu"}).remote() for _ in range(2)]
+        expected = {
+            "always-on": {"nodes": 1, "running": 0, "pending": 0},
+            "heavy-compute": {"nodes": 1, "running": 2, "pending": 2},
+            "gpu": {"nodes": 0, "running": 0, "pending": 2},
+        }
+        try:
+            give_up = time.monotonic() + 60
+            while (seen := monitor(cluster)) != expected and time.monotonic() < give_up:
+                time.sleep(1)
+            assert seen == expected
+            table = tool(cluster, "scripts.monitor_tasks", "--address", cluster.gcs_address).stdout.splitlines()
+            assert table[0].split() == ["TIER", "NODES", "RUNNING", "PENDING"]
+            assert table[2].split() == ["heavy-compute", "1", "2", "2"]
+        finally:
+            for ref in refs:
+                ray.cancel(ref, force=True)

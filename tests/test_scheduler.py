@@ -1,0 +1,453 @@
+"""The scheduler's orchestration, against a stand-in for the Automation API stack,
+and the timer examples against the prod schedule."""
+import datetime as dt
+import fcntl
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pulumi import automation as auto
+
+from components import drain
+from scripts import scheduler
+from scripts.ray_state import RayNodeView
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENING = "2026-06-10T18:00:00+02:00"
+LATER_EVENING = "2026-06-10T18:05:00+02:00"
+MORNING = "2026-06-11T05:45:00+02:00"
+NOON = "2026-06-10T12:00:00+02:00"
+RESOURCES_PER_NODE = 7  # VM, host key, firewall, provider, image, container, drain
+
+
+def program_outputs(cfg, at: dt.datetime) -> dict:
+    """What the Pulumi program exports at `at` (the stack outputs the scheduler reads)."""
+    return {
+        "at": at.isoformat(),
+        "liveTiers": cfg.live_tiers(at),
+        "nodes": [{"name": p.node.name, "tier": p.tier_name, "ip": str(p.node.ip)} for p in cfg.live_nodes(at)],
+        "dashboardUrl": "http://head.invalid:8265",
+    }
+
+
+class Result:
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+class StandInStack:
+    """Records every call in order and behaves like the program: the pinned `at` decides."""
+
+    def __init__(self, cfg, deployed_at: str | None = None, locked: dict[str, int] | None = None):
+        self.cfg = cfg
+        self.calls: list[tuple] = []
+        self.config: dict[str, str] = {}
+        self.deployed = program_outputs(cfg, dt.datetime.fromisoformat(deployed_at)) if deployed_at else {}
+        self.locked = dict(locked or {})  # operation -> how many times it finds the stack locked
+
+    def _engine(self, operation: str, on_output) -> dict:
+        self.calls.append((operation,))
+        if self.locked.get(operation, 0) > 0:
+            self.locked[operation] -= 1
+            raise auto.ConcurrentUpdateError("error: the stack is currently locked by 1 lock(s)")
+        assert scheduler.AT_KEY in self.config, "the program would read the clock: `at` must be pinned first"
+        on_output(f"{operation} (prod)")
+        wanted = program_outputs(self.cfg, dt.datetime.fromisoformat(self.config[scheduler.AT_KEY]))
+        have = {n["name"] for n in self.deployed.get("nodes", [])}
+        want = {n["name"] for n in wanted["nodes"]}
+        summary = {
+            "same": len(have & want) * RESOURCES_PER_NODE,
+            "create": len(want - have) * RESOURCES_PER_NODE,
+            "delete": len(have - want) * RESOURCES_PER_NODE,
+        }
+        self.wanted = wanted
+        return {op: n for op, n in summary.items() if n}
+
+    def set_config(self, key, value):
+        self.calls.append(("set_config", key, value.value))
+        self.config[key] = value.value
+
+    def remove_config(self, key):
+        self.calls.append(("remove_config", key))
+        del self.config[key]
+
+    def outputs(self):
+        self.calls.append(("outputs",))
+        return {key: auto.OutputValue(value, secret=False) for key, value in self.deployed.items()}
+
+    def refresh(self, on_output):
+        self._engine("refresh", on_output)
+        return Result(summary=Result(resource_changes={}))
+
+    def preview(self, refresh, on_output):
+        assert refresh, "a preview must see refreshed state"
+        return Result(change_summary=self._engine("preview", on_output))
+
+    def up(self, on_output):
+        changes = self._engine("up", on_output)
+        self.deployed = self.wanted
+        return Result(summary=Result(resource_changes=changes))
+
+    def names(self) -> list[str]:
+        return [call[0] for call in self.calls]
+
+
+class FakeTime:
+    def __init__(self):
+        self.now, self.sleeps = 0.0, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class FakeRay:
+    """Ray as the probe sees it: the stack's nodes join after `joins_after` probes."""
+
+    def __init__(self, stack: StandInStack, joins_after: int = 1, never: tuple[str, ...] = ()):
+        self.stack, self.joins_after, self.never = stack, joins_after, never
+        self.probes: list[str] = []
+
+    def __call__(self, address: str) -> list[RayNodeView]:
+        self.probes.append(address)
+        if len(self.probes) < self.joins_after:
+            return []
+        return [
+            RayNodeView(node_id=f"id-{n['name']}", name=n["name"], ip=n["ip"], tier=n["tier"], is_head=n["name"] == "ray-ao-1")
+            for n in self.stack.deployed["nodes"]
+            if n["name"] not in self.never
+        ]
+
+
+class Harness:
+    def __init__(self, stack: StandInStack, tmp_path: Path, ray: FakeRay | None = None):
+        self.stack, self.time = stack, FakeTime()
+        self.ray = ray or FakeRay(stack)
+        self.lock_file = tmp_path / "scheduler.lock"
+        self.opened = 0
+        self.ran: list[list[str]] = []
+        self.log_stream = io.StringIO()
+
+    def open_stack(self, name, work_dir):
+        assert (name, work_dir) == ("prod", ROOT)
+        self.opened += 1
+        return self.stack
+
+    def run_command(self, argv):
+        self.ran.append(argv)
+        return 0
+
+    def __call__(self, *argv: str) -> tuple[int, dict]:
+        out = io.StringIO()
+        tools = scheduler.Tools(
+            open_stack=self.open_stack,
+            probe=self.ray,
+            run=self.run_command,
+            sleep=self.time.sleep,
+            clock=self.time.clock,
+            log=scheduler.JsonLog(self.log_stream),
+        )
+        code = scheduler.main([*argv, "--work-dir", str(ROOT), "--lock-file", str(self.lock_file)], tools, out)
+        return code, (json.loads(out.getvalue()) if out.getvalue() else {})
+
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in self.log_stream.getvalue().splitlines()]
+
+    def event_names(self) -> list[str]:
+        return [e["event"] for e in self.events()]
+
+
+@pytest.fixture
+def noon_stack(prod_config):
+    return StandInStack(prod_config, deployed_at=NOON)
+
+
+class TestApply:
+    def test_pins_the_instant_refreshes_then_ups_then_unpins(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)
+        code, report = run("apply", "--at", EVENING)
+        assert code == scheduler.OK
+        assert noon_stack.calls[:1] == [("outputs",)]
+        assert noon_stack.names()[1:] == ["set_config", "refresh", "up", "remove_config", "outputs"]
+        assert noon_stack.calls[1] == ("set_config", "ray-cluster:at", EVENING)
+        assert noon_stack.config == {}  # the working copy is left unpinned
+        assert report["difference"]["bringUp"] == ["heavy-compute"]
+        assert report["changes"] == {"create": 3 * RESOURCES_PER_NODE}
+        assert report["nodes"]["heavy-compute"] == {"joined": ["ray-hc-1", "ray-hc-2", "ray-hc-3"], "missing": []}
+        assert noon_stack.deployed["liveTiers"] == ["always-on", "heavy-compute"]
+
+    def test_second_run_with_nothing_to_do_changes_nothing(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)
+        assert run("apply", "--at", EVENING)[0] == scheduler.OK
+        deployed, probes = noon_stack.deployed, len(run.ray.probes)
+
+        code, report = run("apply", "--at", LATER_EVENING)
+        assert code == scheduler.OK
+        assert report["changes"] == {}
+        assert report["difference"] == {"bringUp": [], "remove": [], "addNodes": [], "removeNodes": []}
+        assert "no_changes" in run.event_names()
+        assert noon_stack.names().count("up") == 2  # Pulumi decides; the resources stay as they are
+        assert {**noon_stack.deployed, "at": None} == {**deployed, "at": None}
+        assert noon_stack.deployed["at"] == LATER_EVENING  # the output records each run's instant
+        assert len(run.ray.probes) == probes  # nothing brought up, nothing to wait for
+
+    def test_drain_start_removes_the_night_tier(self, prod_config, tmp_path):
+        stack = StandInStack(prod_config, deployed_at=EVENING)
+        code, report = Harness(stack, tmp_path)("apply", "--at", MORNING)
+        assert code == scheduler.OK
+        assert report["difference"]["remove"] == ["heavy-compute"]
+        assert report["changes"] == {"delete": 3 * RESOURCES_PER_NODE}
+        assert stack.deployed["liveTiers"] == ["always-on"]
+
+    def test_dry_run_previews_and_never_ups(self, noon_stack, tmp_path):
+        code, report = Harness(noon_stack, tmp_path)("apply", "--at", EVENING, "--dry-run")
+        assert code == scheduler.OK
+        assert noon_stack.names() == ["outputs", "set_config", "preview", "remove_config"]
+        assert report["changes"] == {"create": 3 * RESOURCES_PER_NODE}
+        assert noon_stack.deployed["liveTiers"] == ["always-on"]
+
+    def test_without_at_pins_now_with_an_offset(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)
+        before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        assert run("apply")[0] == scheduler.OK
+        pinned = dt.datetime.fromisoformat(noon_stack.calls[1][2])
+        assert pinned.utcoffset() is not None
+        assert before <= pinned <= dt.datetime.now(dt.timezone.utc)
+
+    def test_waits_for_new_nodes_to_join(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)
+        run.ray.joins_after = 4
+        code, report = run("apply", "--at", EVENING)
+        assert code == scheduler.OK
+        assert run.time.sleeps == [scheduler.JOIN_POLL_S] * 3
+        assert run.ray.probes == ["http://head.invalid:8265"] * 4
+        assert report["nodes"]["heavy-compute"]["missing"] == []
+
+    def test_nodes_that_never_join_end_the_bounded_wait(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)
+        run.ray.never = ("ray-hc-2",)
+        code, report = run("apply", "--at", EVENING, "--join-timeout", "60")
+        assert code == scheduler.NOT_JOINED
+        assert report["nodes"]["heavy-compute"] == {"joined": ["ray-hc-1", "ray-hc-3"], "missing": ["ray-hc-2"]}
+        assert sum(run.time.sleeps) == 60
+        not_joined = [e for e in run.events() if e["event"] == "not_joined"]
+        assert not_joined[0]["missing"] == {"heavy-compute": ["ray-hc-2"]}
+
+    def test_a_failed_up_exits_1_and_still_unpins(self, noon_stack, tmp_path, monkeypatch):
+        def broken_up(on_output):
+            noon_stack.calls.append(("up",))
+            raise auto.CommandError("error: vSphere said no")
+
+        monkeypatch.setattr(noon_stack, "up", broken_up)
+        run = Harness(noon_stack, tmp_path)
+        assert run("apply", "--at", EVENING)[0] == scheduler.FAILED
+        assert noon_stack.names()[-1] == "remove_config"
+        failed = [e for e in run.events() if e["event"] == "pulumi_failed"]
+        assert failed[0]["operation"] == "up" and "vSphere said no" in failed[0]["error"]
+
+
+class TestLocking:
+    def test_an_overlapping_run_is_refused_before_touching_the_stack(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)
+        with open(run.lock_file, "w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run in progress
+            code, report = run("apply", "--at", EVENING)
+        assert code == scheduler.OVERLAP
+        assert (run.opened, noon_stack.calls) == (0, [])
+        assert run.event_names() == ["overlap"]
+        # Once the other run is gone, the lock is free again.
+        assert run("apply", "--at", EVENING)[0] == scheduler.OK
+
+    def test_a_locked_stack_is_retried_with_backoff(self, prod_config, tmp_path):
+        stack = StandInStack(prod_config, deployed_at=NOON, locked={"refresh": 1, "up": 2})
+        run = Harness(stack, tmp_path)
+        code, report = run("apply", "--at", EVENING)
+        assert code == scheduler.OK
+        assert stack.names() == ["outputs", "set_config", "refresh", "refresh", "up", "up", "up", "remove_config", "outputs"]
+        first = scheduler.LOCK_FIRST_DELAY_S
+        assert run.time.sleeps[:3] == [first, first, 2 * first]
+        assert report["changes"] == {"create": 3 * RESOURCES_PER_NODE}
+
+    def test_a_stack_that_stays_locked_gives_up(self, prod_config, tmp_path):
+        stack = StandInStack(prod_config, deployed_at=NOON, locked={"up": 100})
+        run = Harness(stack, tmp_path)
+        code, _ = run("apply", "--at", EVENING)
+        assert code == scheduler.STACK_LOCKED
+        assert stack.names().count("up") == scheduler.LOCK_ATTEMPTS
+        first = scheduler.LOCK_FIRST_DELAY_S
+        assert run.time.sleeps == [first * 2**i for i in range(scheduler.LOCK_ATTEMPTS - 1)]
+        assert stack.names()[-1] == "remove_config" and stack.config == {}
+        assert run.event_names()[-1] == "stack_locked"
+
+
+class TestPlanAndStatus:
+    def test_plan_shows_desired_deployed_and_changes(self, noon_stack, tmp_path):
+        code, report = Harness(noon_stack, tmp_path)("plan", "--at", EVENING)
+        assert code == scheduler.OK
+        assert noon_stack.names() == ["outputs", "set_config", "preview", "remove_config"]
+        assert report["desired"]["liveTiers"] == ["always-on", "heavy-compute"]
+        assert report["desired"]["nextTransition"] == "2026-06-11T05:45:00+02:00"
+        assert report["deployed"]["liveTiers"] == ["always-on"]
+        assert report["difference"]["addNodes"] == ["ray-hc-1", "ray-hc-2", "ray-hc-3"]
+        assert report["changes"] == {"create": 3 * RESOURCES_PER_NODE}
+
+    def test_plan_without_pulumi_still_answers_from_the_schedule(self, tmp_path):
+        # The real command line: no Pulumi CLI on this machine, so no stack.
+        result = subprocess.run(
+            [sys.executable, "-m", "scripts.scheduler", "plan", "--at", NOON, "--lock-file", str(tmp_path / "lock")],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == scheduler.OK, result.stderr
+        report = json.loads(result.stdout)
+        assert report["desired"]["liveTiers"] == ["always-on"]
+        assert report["desired"]["tiers"]["heavy-compute"]["nextTransition"] == "2026-06-10T18:00:00+02:00"
+        assert report["deployed"] is None
+        logs = [json.loads(line) for line in result.stderr.splitlines()]
+        assert {"ts", "level", "event"} <= set(logs[0])
+        assert logs[0]["event"] == "stack_unavailable" and logs[0]["level"] == "warning"
+
+    def test_status_reports_nodes_per_tier(self, prod_config, tmp_path):
+        stack = StandInStack(prod_config, deployed_at=EVENING)
+        ray = FakeRay(stack, never=("ray-hc-3",))
+        code, report = Harness(stack, tmp_path, ray)("status")
+        assert code == scheduler.NOT_JOINED
+        assert report["nodes"]["always-on"] == {"joined": ["ray-ao-1", "ray-ao-2", "ray-ao-3"], "missing": []}
+        assert report["nodes"]["heavy-compute"] == {"joined": ["ray-hc-1", "ray-hc-2"], "missing": ["ray-hc-3"]}
+        assert report["unexpected"] == []
+
+    def test_status_names_nodes_the_stack_does_not_declare(self, prod_config, tmp_path):
+        stack = StandInStack(prod_config, deployed_at=NOON)
+        leftover = RayNodeView(node_id="x", name="ray-hc-1", ip="10.20.0.21", tier="heavy-compute", is_head=False)
+        ray = FakeRay(stack)
+        code, report = Harness(stack, tmp_path, lambda address: ray(address) + [leftover])("status")
+        assert code == scheduler.OK
+        assert report["unexpected"] == ["ray-hc-1"]
+
+
+class TestDrain:
+    def test_runs_the_rendered_drain_over_ssh_with_the_pinned_host_key(self, prod_config, noon_stack, tmp_path, monkeypatch):
+        monkeypatch.setenv("HOME", str(tmp_path))
+        client_dir = tmp_path / ".ssh" / "ray-cluster" / "prod" / "ray-hc-2"
+        client_dir.mkdir(parents=True)
+        (client_dir / "known_hosts").write_text("10.20.0.22 ssh-ed25519 AAAA\n")
+        run = Harness(noon_stack, tmp_path)
+        code, report = run("drain", "ray-hc-2")
+        assert code == scheduler.OK
+        assert report == {"drained": "ray-hc-2", "tier": "heavy-compute"}
+        [argv] = run.ran
+        placed = next(p for p in prod_config.placed_nodes if p.node.name == "ray-hc-2")
+        assert argv[0] == "ssh"
+        assert argv[-2:] == ["rayops@10.20.0.22", drain.drain_command(prod_config, placed)]
+        options = " ".join(argv)
+        assert f"UserKnownHostsFile={client_dir / 'known_hosts'}" in options
+        assert "StrictHostKeyChecking=yes" in options and "BatchMode=yes" in options
+        assert run.opened == 0  # a drain needs no Pulumi
+
+    @pytest.mark.parametrize("node, event", [("ray-ao-1", "refused_head"), ("ray-xx-9", "unknown_node")])
+    def test_refuses_the_head_and_unknown_nodes(self, noon_stack, tmp_path, node, event):
+        run = Harness(noon_stack, tmp_path)
+        assert run("drain", node)[0] == scheduler.USAGE
+        assert run.ran == [] and run.event_names() == [event]
+
+    def test_without_a_pinned_host_key_it_does_not_connect(self, noon_stack, tmp_path, monkeypatch):
+        monkeypatch.setenv("HOME", str(tmp_path))
+        run = Harness(noon_stack, tmp_path)
+        assert run("drain", "ray-hc-1")[0] == scheduler.FAILED
+        assert run.ran == [] and run.event_names() == ["no_host_key"]
+
+
+class TestCommandLine:
+    def test_at_without_an_offset_is_a_usage_error(self, noon_stack, tmp_path, capsys):
+        with pytest.raises(SystemExit) as exit_:
+            Harness(noon_stack, tmp_path)("apply", "--at", "2026-06-10T18:00:00")
+        assert exit_.value.code == scheduler.USAGE
+        assert "must carry a UTC offset" in capsys.readouterr().err
+
+    def test_an_unknown_stack_is_a_config_error(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)
+        assert run("plan", "--stack", "nosuch")[0] == scheduler.USAGE
+        assert run.event_names() == ["config_error"]
+
+    def test_every_log_line_is_json_with_ts_level_event(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)
+        run("apply", "--at", EVENING)
+        events = run.events()
+        assert len(events) > 5
+        for event in events:
+            assert {"ts", "level", "event"} <= set(event)
+            assert dt.datetime.fromisoformat(event["ts"]).utcoffset() == dt.timedelta(0)
+            assert event["level"] in ("info", "warning", "error")
+        assert any(e["event"] == "pulumi" and e["line"] == "up (prod)" for e in events)
+
+    def test_exit_codes_are_documented(self):
+        doc = scheduler.__doc__
+        for name in ("OK", "FAILED", "USAGE", "OVERLAP", "STACK_LOCKED", "NOT_JOINED"):
+            assert re.search(rf"^    {getattr(scheduler, name)}  ", doc, re.MULTILINE), name
+
+
+class TestTimers:
+    """The systemd timer and the crontab fire exactly at the prod window start and drain start."""
+
+    @pytest.fixture
+    def edges(self, prod_config):
+        window = prod_config.tiers["heavy-compute"].window
+        drain_start = (dt.datetime.combine(dt.date(2026, 1, 1), window.end) - window.drain_lead).time()
+        return {window.start, drain_start}, window.timezone
+
+    def test_systemd_timer(self, edges):
+        times, zone = edges
+        timer = (ROOT / "scripts/systemd/ray-cluster-scheduler.timer").read_text()
+        calendars = re.findall(r"^OnCalendar=(.+)$", timer, re.MULTILINE)
+        assert {dt.time.fromisoformat(c.split()[1]) for c in calendars} == times
+        assert {c.split()[2] for c in calendars} == {zone}
+        assert "Unit=ray-cluster-scheduler.service" in timer
+
+    def test_crontab(self, edges):
+        times, zone = edges
+        crontab = (ROOT / "scripts/cron/ray-cluster.crontab").read_text()
+        assert re.findall(r"^CRON_TZ=(\S+)$", crontab, re.MULTILINE) == [zone]
+        jobs = re.findall(r"^(\d+) (\d+) \* \* \* (.+)$", crontab, re.MULTILINE)
+        assert {dt.time(int(hour), int(minute)) for minute, hour, _ in jobs} == times
+        assert all("-m scripts.scheduler apply --stack prod" in command for *_, command in jobs)
+
+    def test_service_runs_the_scheduler(self):
+        service = (ROOT / "scripts/systemd/ray-cluster-scheduler.service").read_text()
+        exec_start = re.search(r"^ExecStart=(.+)$", service, re.MULTILINE).group(1)
+        assert "-m scripts.scheduler apply --stack prod" in exec_start
+        assert re.search(r"^Type=oneshot$", service, re.MULTILINE)
+
+    @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+    @pytest.mark.parametrize(
+        "base, expected",
+        [
+            # The evening before the clocks go forward, and that morning's drain start.
+            ("2026-03-28 12:00:00 UTC", "2026-03-28 17:00:00 UTC"),
+            ("2026-03-28 18:00:00 UTC", "2026-03-29 03:45:00 UTC"),
+            # The evening before the clocks go back, and that morning's drain start.
+            ("2026-10-24 12:00:00 UTC", "2026-10-24 16:00:00 UTC"),
+            ("2026-10-24 17:00:00 UTC", "2026-10-25 04:45:00 UTC"),
+        ],
+    )
+    def test_systemd_fires_at_the_schedules_next_transition_across_daylight_saving(self, prod_config, base, expected):
+        timer = (ROOT / "scripts/systemd/ray-cluster-scheduler.timer").read_text()
+        calendars = re.findall(r"^OnCalendar=(.+)$", timer, re.MULTILINE)
+        result = subprocess.run(
+            ["systemd-analyze", "calendar", f"--base-time={base}", *calendars],
+            capture_output=True, text=True, env={"TZ": "UTC", "PATH": "/usr/bin:/bin"}, check=True,
+        )
+        elapses = re.findall(r"Next elapse: \w+ (.+)$", result.stdout, re.MULTILINE)
+        assert min(elapses) == expected
+
+        def utc(text: str) -> dt.datetime:
+            return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.timezone.utc)
+
+        window = prod_config.tiers["heavy-compute"].window
+        assert window.next_transition(utc(base)) == utc(expected)

@@ -1,9 +1,8 @@
 """ray-cluster: config -> the cluster component -> stack outputs."""
-from pathlib import Path
-
 import pulumi
 
 from components.cluster import RayCluster
+from components.ssh_access import client_root
 from components.stack import read_pulumi_config
 
 cfg, secrets = read_pulumi_config()
@@ -13,7 +12,7 @@ cluster = RayCluster(
     secrets,
     at=cfg.instant(),
     # pulumi-docker's ssh needs the pinned host keys and the identity on disk.
-    ssh_client_root=Path.home() / ".ssh" / "ray-cluster" / pulumi.get_stack(),
+    ssh_client_root=client_root(pulumi.get_stack()),
 )
 for key, value in cluster.outputs.items():
     pulumi.export(key, value)

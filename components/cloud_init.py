@@ -13,7 +13,7 @@ import base64
 import yaml
 
 from components.config import ClusterConfig, PlacedNode
-from components.ray_start import HOST_DATA_DIR
+from components.ray_start import HOST_DATA_DIR, IMAGE_GID, IMAGE_UID
 
 
 def metadata(cfg: ClusterConfig, placed: PlacedNode) -> str:
@@ -68,7 +68,8 @@ def user_data(cfg: ClusterConfig, placed: PlacedNode, host_private_key: str, hos
         "packages": ["docker.io", "ufw", "python3", "tzdata"],
         "runcmd": [
             ["systemctl", "enable", "--now", "docker"],
-            ["install", "-d", "-m", "0755", HOST_DATA_DIR]  # Ray temp + spill, on the grown root disk,
+            # Ray's temp and spill dirs, on the grown root disk, owned by the image's user.
+            ["install", "-d", "-m", "0755", "-o", str(IMAGE_UID), "-g", str(IMAGE_GID), HOST_DATA_DIR],
         ],
     }
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)

@@ -15,6 +15,11 @@ import pulumi
 from pulumi_command import remote
 
 
+def client_root(stack: str) -> Path:
+    """Where a stack's per-node SSH client files live on the machine running Pulumi."""
+    return Path.home() / ".ssh" / "ray-cluster" / stack
+
+
 def known_hosts_line(ip: str, host_public_key: str) -> str:
     return f"{ip} {host_public_key.strip()}\n"
 

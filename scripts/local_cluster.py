@@ -44,7 +44,8 @@ def localize(
     """Rendered settings remapped to this machine; everything else as rendered.
 
     Node i's ports move by first_offset + i * offset_step and it gets its own
-    slice of `worker_ports`; its temp and spill dirs go under root/<i>.
+    slice of `worker_ports`; its temp and spill dirs go under root/<i>. The
+    object store is small, and a short SIGTERM drain keeps stopping quick.
     """
     low, high = worker_ports
     slice_size = (high - low + 1) // len(rendered)

@@ -48,7 +48,7 @@ from pulumi import automation as auto
 
 from components import drain
 from components.config import NAMESPACE, ClusterConfig, ConfigError
-from components.ssh_access import docker_ssh_opts
+from components.ssh_access import client_root, docker_ssh_opts
 from components.stack import read_stack_file
 from scripts import ray_state
 
@@ -302,11 +302,6 @@ def status(stack, tools: Tools) -> tuple[int, dict]:
     return (OK if healthy else NOT_JOINED), report
 
 
-def ssh_client_dir(stack_name: str, node_name: str) -> Path:
-    """Where the program wrote this node's pinned host key and identity (components/ssh_access.py)."""
-    return Path.home() / ".ssh" / "ray-cluster" / stack_name / node_name
-
-
 def drain_node(cfg: ClusterConfig, stack_name: str, node_name: str, tools: Tools) -> dict:
     """Drain one worker now, with the very command its drain-on-delete resource runs.
 
@@ -321,7 +316,7 @@ def drain_node(cfg: ClusterConfig, stack_name: str, node_name: str, tools: Tools
         raise Failure(USAGE, "unknown_node", node=node_name, nodes=[p.node.name for p in cfg.placed_nodes])
     if placed.node.head:
         raise Failure(USAGE, "refused_head", node=node_name, message="the head cannot be drained: the cluster would go with it")
-    client_dir = ssh_client_dir(stack_name, node_name)
+    client_dir = client_root(stack_name) / node_name
     if not (client_dir / "known_hosts").is_file():
         raise Failure(FAILED, "no_host_key", node=node_name, known_hosts=str(client_dir / "known_hosts"), message="run `pulumi up` on this machine first: it writes the pinned host key")
     argv = [

@@ -1,0 +1,499 @@
+"""An offline render of what each VM receives: `python -m components.render --stack prod --out DIR`.
+
+No Pulumi engine and no Pulumi import: the stack's config comes from
+`Pulumi.<stack>.yaml` (`stack.read_stack_file`), every text from the same pure
+renderers the components call. For every node of the config, live at the
+instant or not (`--at`, default: the stack's pinned `at`, else now), DIR gets:
+
+    nodes/<node>/user-data, meta-data   cloud-init (vSphere guestinfo)
+    nodes/<node>/ufw.sh, ufw-rules.txt  the firewall script and its rules, one per line
+    nodes/<node>/containers.sh          every container of the node, as `docker run`
+    nodes/<node>/drain.sh               workers: what drain-on-delete runs before removal
+    monitoring/...                      the monitoring host's files, laid out as under HOST_DIR
+    summary.md, summary.json            tiers, sizes, live or not, open ports per node
+
+Two things exist only at deploy time and are placeholders: each node's SSH host
+key (Pulumi generates it) and the secrets (Ray token, Grafana password), which
+containers.sh reads from the environment.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Optional, Sequence
+
+from components import cloud_init, drain, ray_start
+from components import monitoring_config as mc
+from components.config import ClusterConfig, PlacedNode, Tier
+from components.firewall_rules import UfwRule, firewall_rules, ufw_script
+from components.ports import MONITORING
+from components.stack import read_stack_file
+
+# Pulumi generates each node's SSH host key at deploy time; no real key is ever rendered here.
+HOST_KEY_PLACEHOLDER_PRIVATE = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    "PLACEHOLDER-offline-render-the-host-key-is-generated-by-Pulumi-at-deploy-time\n"
+    "-----END OPENSSH PRIVATE KEY-----\n"
+)
+HOST_KEY_PLACEHOLDER_PUBLIC = "ssh-ed25519 PLACEHOLDER-generated-by-Pulumi-at-deploy-time offline-render"
+PLACEHOLDER_NOTE = (
+    "# OFFLINE RENDER: ssh_keys below hold a PLACEHOLDER; Pulumi generates the real host key at deploy time.\n"
+)
+# Secrets containers.sh takes from the environment, and the stack output holding each.
+SECRET_ENV_OUTPUTS = {"RAY_AUTH_TOKEN": "rayToken", "GF_SECURITY_ADMIN_PASSWORD": "grafanaAdminPassword"}
+SUMMARY_JSON = "summary.json"
+EXECUTABLE = ".sh"
+
+
+# ---- Each container, as the components declare it ----
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    test: tuple[str, ...]  # Docker's exec form: ("CMD", argv...)
+    interval: str
+    timeout: str
+    retries: int
+    start_period: str
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A host path in the container; `propagation` makes it a --mount (Pulumi `mounts`)."""
+
+    source: str
+    target: str
+    read_only: bool = True
+    propagation: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container: host network, restart unless-stopped, nothing published."""
+
+    name: str
+    image: str  # the pinned reference Pulumi pulls
+    command: tuple[str, ...]
+    health: HealthCheck
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: tuple[str, ...] = ()  # set from a Pulumi secret at deploy time
+    binds: tuple[Bind, ...] = ()
+    volumes: dict[str, str] = field(default_factory=dict)  # named volume -> container path
+    devices: tuple[str, ...] = ()
+    pid_host: bool = False
+    privileged: bool = False
+    shm_size_mb: Optional[int] = None
+    stop_timeout: Optional[int] = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+RESTART = "unless-stopped"
+HEREDOC_END = "END_OF_HEALTH_CMD"
+
+
+def http_probe(url: str) -> HealthCheck:
+    """A health check with the busybox wget the monitoring images ship."""
+    return HealthCheck(("CMD", "wget", "-q", "-O", "/dev/null", url), "30s", "5s", 3, "30s")
+
+
+def ray_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
+    settings = ray_start.node_settings(cfg, placed)
+    env = ray_start.ray_env(settings)
+    if placed.node.head:
+        env |= mc.ray_dashboard_env(cfg)  # RayCluster passes these to the head's RayNode
+    return ContainerSpec(
+        name=ray_start.CONTAINER_NAME,
+        # ray_node.image_reference, which cannot be imported without Pulumi.
+        image=f"{cfg.ray.image}@{cfg.ray.image_digest}" if cfg.ray.image_digest else cfg.ray.image,
+        command=("sh", "-c", ray_start.entrypoint_script(settings)),
+        health=HealthCheck(tuple(ray_start.health_check_command(settings)), "15s", "5s", 4, "60s"),
+        env=env,
+        secret_env=("RAY_AUTH_TOKEN",),
+        binds=(Bind(ray_start.HOST_DATA_DIR, ray_start.CONTAINER_DATA_DIR, read_only=False),),
+        shm_size_mb=settings.shm_bytes // 2**20,
+        stop_timeout=ray_start.stop_grace_seconds(cfg, placed),
+        labels={"ray-cluster.tier": placed.tier_name},
+    )
+
+
+def node_exporter_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
+    port = MONITORING.node_exporter
+    # Only the monitoring host's node-exporter serves the expected-nodes file.
+    textfile = placed.node.name == cfg.monitoring_host.node.name
+    return ContainerSpec(
+        name="node-exporter",
+        image=cfg.monitoring.images.node_exporter,
+        command=(
+            f"--path.rootfs={mc.NODE_EXPORTER_ROOTFS.container}",
+            f"--web.listen-address=:{port}",
+            *([f"--collector.textfile.directory={mc.NODE_EXPORTER_TEXTFILE.container}"] if textfile else []),
+        ),
+        health=http_probe(f"http://127.0.0.1:{port}/metrics"),
+        binds=(
+            Bind(*mc.NODE_EXPORTER_ROOTFS, propagation="rslave"),
+            *([Bind(*mc.NODE_EXPORTER_TEXTFILE)] if textfile else []),
+        ),
+        pid_host=True,
+    )
+
+
+def cadvisor_container(cfg: ClusterConfig) -> ContainerSpec:
+    return ContainerSpec(
+        name="cadvisor",
+        image=cfg.monitoring.images.cadvisor,
+        command=(f"--port={MONITORING.cadvisor}", "--docker_only=true", "--housekeeping_interval=30s"),
+        health=http_probe(f"http://127.0.0.1:{MONITORING.cadvisor}/healthz"),
+        binds=tuple(
+            Bind(host, container)
+            for host, container in (
+                ("/", "/rootfs"), ("/var/run", "/var/run"), ("/sys", "/sys"),
+                ("/var/lib/docker", "/var/lib/docker"), ("/dev/disk", "/dev/disk"),
+            )
+        ),
+        devices=("/dev/kmsg",),
+        privileged=True,  # reads every container's cgroups and /dev/kmsg
+    )
+
+
+def prometheus_container(cfg: ClusterConfig) -> ContainerSpec:
+    return ContainerSpec(
+        name="prometheus",
+        image=cfg.monitoring.images.prometheus,
+        command=(
+            f"--config.file={mc.PROMETHEUS_CONFIG.container}/{mc.PROMETHEUS_YML}",
+            f"--storage.tsdb.path={mc.PROMETHEUS_DATA}",
+            f"--storage.tsdb.retention.time={cfg.monitoring.retention_days}d",
+            f"--web.listen-address=:{MONITORING.prometheus}",
+        ),
+        health=http_probe(f"http://127.0.0.1:{MONITORING.prometheus}/-/healthy"),
+        binds=(Bind(*mc.PROMETHEUS_CONFIG),),
+        volumes={"prometheus-data": mc.PROMETHEUS_DATA},
+    )
+
+
+def grafana_container(cfg: ClusterConfig) -> ContainerSpec:
+    return ContainerSpec(
+        name="grafana",
+        image=cfg.monitoring.images.grafana,
+        command=(),
+        health=http_probe(f"http://127.0.0.1:{MONITORING.grafana}/api/health"),
+        env=mc.grafana_env(cfg),
+        secret_env=("GF_SECURITY_ADMIN_PASSWORD",),
+        binds=(Bind(*mc.GRAFANA_PROVISIONING), Bind(*mc.GRAFANA_DASHBOARDS)),
+        volumes={"grafana-data": mc.GRAFANA_DATA},
+    )
+
+
+def node_containers(cfg: ClusterConfig, placed: PlacedNode) -> list[ContainerSpec]:
+    """Every container `placed` runs, in the order Pulumi creates them."""
+    containers = [ray_container(cfg, placed), node_exporter_container(cfg, placed), cadvisor_container(cfg)]
+    if placed.node.name == cfg.monitoring_host.node.name:
+        containers += [prometheus_container(cfg), grafana_container(cfg)]
+    return containers
+
+
+def docker_run(spec: ContainerSpec) -> str:
+    """`spec` as one `docker run` command for sh, an option per line; secrets from the environment."""
+    q = shlex.quote
+    options = [f"--name {q(spec.name)}", "--network host", f"--restart {RESTART}"]
+    options += ["--pid host"] * spec.pid_host + ["--privileged"] * spec.privileged
+    options += [f"--env {q(f'{name}={value}')}" for name, value in sorted(spec.env.items())]
+    options += [f'--env "{name}=${name}"' for name in spec.secret_env]
+    for bind in spec.binds:
+        if bind.propagation:
+            read_only = ",readonly" * bind.read_only
+            options.append(
+                f"--mount type=bind,source={q(bind.source)},target={q(bind.target)}{read_only},bind-propagation={bind.propagation}"
+            )
+        else:
+            options.append(f"--volume {q(f'{bind.source}:{bind.target}' + ':ro' * bind.read_only)}")
+    options += [f"--volume {q(f'{volume}:{path}')}" for volume, path in spec.volumes.items()]
+    options += [f"--device {q(f'{device}:{device}')}" for device in spec.devices]
+    options += [f"--label {q(f'{key}={value}')}" for key, value in spec.labels.items()]
+    health = spec.health
+    # `docker run` only has the shell form: the same argv, quoted for the image's sh.
+    health_cmd = shlex.join(health.test[1:])
+    preamble = ""
+    if "\n" in health_cmd:
+        # A multi-line program: literal in a quoted here-document, not quoted twice more.
+        variable = f"{spec.name.replace('-', '_')}_health_cmd"
+        preamble = f"{variable}=$(cat <<'{HEREDOC_END}'\n{health_cmd}\n{HEREDOC_END}\n)\n"
+        health_cmd = f'"${variable}"'
+    else:
+        health_cmd = q(health_cmd)
+    options += [
+        f"--health-cmd {health_cmd}",
+        f"--health-interval {health.interval}",
+        f"--health-timeout {health.timeout}",
+        f"--health-retries {health.retries}",
+        f"--health-start-period {health.start_period}",
+    ]
+    if spec.shm_size_mb is not None:
+        options.append(f"--shm-size {spec.shm_size_mb}m")
+    if spec.stop_timeout is not None:
+        options.append(f"--stop-timeout {spec.stop_timeout}")
+    lines = ["docker run --detach", *options, q(spec.image)] + ([shlex.join(spec.command)] if spec.command else [])
+    return preamble + " \\\n  ".join(lines) + "\n"
+
+
+# ---- Per node ----
+
+
+def _yes(live: bool) -> str:
+    return "yes" if live else "no"
+
+
+def containers_script(cfg: ClusterConfig, placed: PlacedNode, live: bool, at: dt.datetime) -> str:
+    containers = node_containers(cfg, placed)
+    secrets = [name for spec in containers for name in spec.secret_env]
+    require = [
+        f': "${{{name}:?export {name} first: pulumi stack output --show-secrets {SECRET_ENV_OUTPUTS[name]}}}"'
+        for name in secrets
+    ]
+    runs = [f"# {spec.name}\n{docker_run(spec)}" for spec in containers]
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            f"# The containers Pulumi runs on {placed.node.name}, as docker run commands (offline render).",
+            f"# Live at {at.isoformat()}: {_yes(live)}. Secrets come from the environment, never from this file.",
+            "set -eu",
+            *require,
+            "",
+            "\n".join(runs),
+        ]
+    )
+
+
+def rule_lines(rules: list[UfwRule]) -> str:
+    return "".join(f"allow {f'{rule.ports}/{rule.proto}':<16} from {rule.source:<16} {rule.comment}\n" for rule in rules)
+
+
+def node_files(cfg: ClusterConfig, placed: PlacedNode, live: bool, at: dt.datetime) -> dict[str, str]:
+    """A node's files, by name."""
+    user_data = cloud_init.user_data(cfg, placed, HOST_KEY_PLACEHOLDER_PRIVATE, HOST_KEY_PLACEHOLDER_PUBLIC)
+    first_line, rest = user_data.split("\n", 1)  # "#cloud-config" must stay first
+    rules = firewall_rules(cfg, placed)
+    files = {
+        "user-data": f"{first_line}\n{PLACEHOLDER_NOTE}{rest}",
+        "meta-data": cloud_init.metadata(cfg, placed),
+        "ufw.sh": ufw_script(rules),
+        "ufw-rules.txt": rule_lines(rules),
+        "containers.sh": containers_script(cfg, placed, live, at),
+    }
+    if not placed.node.head:
+        files["drain.sh"] = (
+            "#!/bin/sh\n"
+            f"# What {placed.node.name}'s drain-on-delete runs (over SSH) before its container and VM are removed.\n"
+            + drain.drain_command(cfg, placed)
+        )
+    return files
+
+
+# ---- The monitoring host ----
+
+
+def monitoring_host_files(cfg: ClusterConfig, at: dt.datetime) -> dict[str, str]:
+    """Every file MonitoringStack writes on the monitoring host, by host path."""
+    def under(mount: mc.Mount, files: dict[str, str]) -> dict[str, str]:
+        return {f"{mount.host}/{path}": text for path, text in files.items()}
+
+    return {
+        **under(mc.PROMETHEUS_CONFIG, {mc.PROMETHEUS_YML: mc.prometheus_yml(), **mc.rule_files()}),
+        **under(mc.GRAFANA_PROVISIONING, mc.grafana_provisioning(cfg)),
+        **under(mc.GRAFANA_DASHBOARDS, mc.dashboards()),
+        **under(mc.PROMETHEUS_CONFIG, mc.scrape_targets(cfg, at)),
+        f"{mc.NODE_EXPORTER_TEXTFILE.host}/{mc.EXPECTED_NODES_FILE}": mc.expected_nodes_metrics(cfg, at),
+    }
+
+
+# ---- Summary ----
+
+
+def schedule_text(tier: Tier) -> str:
+    window = tier.window
+    if window is None:
+        text = "always"
+    else:
+        drain_from = (dt.datetime.combine(dt.date(2000, 1, 2), window.end) - window.drain_lead).time()
+        text = f"{window.start:%H:%M}–{window.end:%H:%M} {window.timezone}, drained from {drain_from:%H:%M}"
+    return text + (f" (override: {tier.override})" if tier.override else "")
+
+
+def _sizes(tiers: Sequence[Tier]) -> dict[str, int]:
+    return {
+        "nodes": sum(len(t.nodes) for t in tiers),
+        "vcpu": sum(t.vcpu * len(t.nodes) for t in tiers),
+        "memoryGb": sum(t.memory_gb * len(t.nodes) for t in tiers),
+        "diskGb": sum(t.disk_gb * len(t.nodes) for t in tiers),
+    }
+
+
+def open_ports(rules: list[UfwRule]) -> list[dict[str, Any]]:
+    """One entry per port (or range) and purpose, with every source it is open to."""
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    for rule in rules:
+        grouped.setdefault((rule.ports, rule.proto, rule.comment), []).append(rule.source)
+    return [
+        {"port": ports, "proto": proto, "rule": comment, "sources": sources}
+        for (ports, proto, comment), sources in grouped.items()
+    ]
+
+
+def summary(cfg: ClusterConfig, stack: str, at: dt.datetime) -> dict[str, Any]:
+    live_tiers = cfg.live_tiers(at)
+    return {
+        "stack": stack,
+        "at": at.isoformat(),
+        "liveTiers": live_tiers,
+        "tiers": [
+            {
+                "name": name,
+                "schedule": schedule_text(tier),
+                "live": name in live_tiers,
+                "perNode": {"vcpu": tier.vcpu, "memoryGb": tier.memory_gb, "diskGb": tier.disk_gb},
+                **_sizes([tier]),
+                "ips": [str(node.ip) for node in tier.nodes],
+            }
+            for name, tier in cfg.tiers.items()
+        ],
+        "totals": {
+            "declared": _sizes(list(cfg.tiers.values())),
+            "live": _sizes([cfg.tiers[name] for name in live_tiers]),
+        },
+        "nodes": [
+            {
+                "name": p.node.name,
+                "tier": p.tier_name,
+                "ip": str(p.node.ip),
+                "role": mc.role(p),
+                "monitoringHost": p.node.name == cfg.monitoring_host.node.name,
+                "live": p.tier_name in live_tiers,
+                "openPorts": open_ports(firewall_rules(cfg, p)),
+            }
+            for p in cfg.placed_nodes
+        ],
+    }
+
+
+def summary_markdown(s: dict[str, Any]) -> str:
+    def row(*cells: object) -> str:
+        return "| " + " | ".join(map(str, cells)) + " |"
+
+    def size_row(label: str, sizes: dict[str, int], schedule: str = "", live: str = "") -> str:
+        return row(label, schedule, live, sizes["nodes"], sizes["vcpu"], f"{sizes['memoryGb']} GB", f"{sizes['diskGb']} GB")
+
+    lines = [
+        f"# Stack {s['stack']} at {s['at']}",
+        "",
+        "Rendered offline (`python -m components.render`). Live: what the schedule and override want at this instant.",
+        "",
+        "## Tiers",
+        "",
+        row("tier", "schedule", "live", "nodes", "vCPU", "memory", "disk"),
+        row(*["---"] * 7),
+        *(size_row(t["name"], t, t["schedule"], _yes(t["live"])) for t in s["tiers"]),
+        size_row("**total declared**", s["totals"]["declared"]),
+        size_row("**total live**", s["totals"]["live"]),
+        "",
+        row("tier", "per node", "IPs"),
+        row(*["---"] * 3),
+        *(
+            row(t["name"], f"{t['perNode']['vcpu']} vCPU, {t['perNode']['memoryGb']} GB, {t['perNode']['diskGb']} GB", ", ".join(t["ips"]))
+            for t in s["tiers"]
+        ),
+        "",
+        "## Nodes",
+        "",
+        row("node", "tier", "IP", "role", "live"),
+        row(*["---"] * 5),
+        *(
+            row(n["name"], n["tier"], n["ip"], n["role"] + (", monitoring host" if n["monitoringHost"] else ""), _yes(n["live"]))
+            for n in s["nodes"]
+        ),
+        "",
+        "## Open ports (UFW; everything else is dropped)",
+    ]
+    for node in s["nodes"]:
+        lines += ["", f"### {node['name']} ({node['ip']})", "", row("port", "rule", "from"), row(*["---"] * 3)]
+        lines += [row(f"{p['port']}/{p['proto']}", p["rule"], ", ".join(p["sources"])) for p in node["openPorts"]]
+    return "\n".join(lines) + "\n"
+
+
+def readme(s: dict[str, Any]) -> str:
+    return f"""\
+# Offline render of stack {s['stack']} at {s['at']}
+
+What every VM of the config receives, rendered by `python -m components.render` from
+Pulumi.{s['stack']}.yaml with the program's own renderers (no Pulumi engine). Every node is
+rendered; summary.md says which are live at this instant.
+
+- nodes/<node>/user-data: the SSH host key in it is a PLACEHOLDER. Pulumi generates the real
+  one at deploy time; this render holds no secret.
+- nodes/<node>/containers.sh: reads RAY_AUTH_TOKEN (and GF_SECURITY_ADMIN_PASSWORD on the
+  monitoring host) from the environment.
+- monitoring/: the files under {mc.HOST_DIR} on the monitoring host, same layout.
+"""
+
+
+# ---- The whole render ----
+
+
+def render(cfg: ClusterConfig, stack: str, at: dt.datetime) -> dict[str, str]:
+    """Every file of the render, by path relative to the output directory."""
+    live = {p.node.name for p in cfg.live_nodes(at)}
+    files: dict[str, str] = {}
+    for placed in cfg.placed_nodes:
+        for name, text in node_files(cfg, placed, placed.node.name in live, at).items():
+            files[f"nodes/{placed.node.name}/{name}"] = text
+    for host_path, text in monitoring_host_files(cfg, at).items():
+        files[f"monitoring/{PurePosixPath(host_path).relative_to(mc.HOST_DIR)}"] = text
+    overview = summary(cfg, stack, at)
+    files[SUMMARY_JSON] = json.dumps(overview, indent=2) + "\n"
+    files["summary.md"] = summary_markdown(overview)
+    files["README.md"] = readme(overview)
+    return files
+
+
+def write(files: dict[str, str], out: Path) -> None:
+    """Replaces `out` with `files`; refuses a non-empty directory that is not an earlier render."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / SUMMARY_JSON).is_file():
+            raise SystemExit(f"{out} is not empty and not an earlier render: choose an empty or new directory")
+        shutil.rmtree(out)
+    for relative, text in files.items():
+        path = out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if relative.endswith(EXECUTABLE):
+            path.chmod(0o755)
+
+
+def instant(text: str) -> dt.datetime:
+    at = dt.datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    return at
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m components.render", description=__doc__.split("\n")[0])
+    parser.add_argument("--stack", required=True, help="reads Pulumi.<stack>.yaml")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (replaced if an earlier render)")
+    parser.add_argument(
+        "--at", type=instant, help="ISO 8601 instant with offset, like 2026-11-22T22:00:00+01:00 (default: pinned at, else now)"
+    )
+    args = parser.parse_args(argv)
+    cfg = read_stack_file(args.stack)
+    at = args.at or cfg.instant()
+    write(render(cfg, args.stack, at), args.out)
+    print(f"rendered stack {args.stack} at {at.isoformat()} (live tiers: {', '.join(cfg.live_tiers(at)) or 'none'}) into {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

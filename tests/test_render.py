@@ -30,6 +30,7 @@ import pytest
 import netns
 from components import cloud_init, firewall_rules as fw, monitoring_config as mc, ray_start, render
 from conftest import prod_raw
+from pulumi_harness import TEST_SECRETS, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -57,12 +58,13 @@ for path in sys.argv[1:]:
 print(json.dumps(seen))
 """
 
-# A `docker` that records its argv (one JSON line each) instead of talking to an engine.
-RECORDING_DOCKER = """#!{python}
-import json, sys
-with open({log!r}, "a") as log:
+# A `docker` that appends its argv (a JSON line) to $DOCKER_ARGV_LOG instead of talking to an engine.
+RECORDING_DOCKER = f"""#!{sys.executable}
+import json, os, sys
+with open(os.environ["DOCKER_ARGV_LOG"], "a") as log:
     log.write(json.dumps(sys.argv[1:]) + "\\n")
 """
+SANDBOX_IP = "10.77.0.1"  # exists only inside the sandbox namespace
 
 
 class Rendered(NamedTuple):
@@ -197,14 +199,15 @@ def test_ufw_dry_run_accepts_every_rendered_rule(rendered, prod_config, tmp_path
         f"{command.replace('ufw ', 'ufw --dry-run ', 1)} >/dev/null || echo {shlex.quote(f'rejected: {command}')}\n"
         for command in commands
     )
-    with netns.running_lab("10.77.0.1", peers={}) as sandbox:
+    with netns.running_lab(SANDBOX_IP, peers={}) as sandbox:
         result = netns.run_ufw(sandbox.node, netns.ufw_state_copy(tmp_path), check)
     assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
 
 
-def test_every_shell_file_parses_and_is_executable(rendered):
+def test_every_shell_file_parses_and_is_executable(rendered, prod_config):
     scripts = sorted(rendered.out.rglob("*.sh"))
-    assert len(scripts) == 6 * 2 + 5  # ufw.sh and containers.sh everywhere, drain.sh on the workers
+    workers = [p for p in prod_config.placed_nodes if not p.node.head]
+    assert len(scripts) == 2 * len(prod_config.placed_nodes) + len(workers)  # ufw.sh, containers.sh; drain.sh
     for script in scripts:
         run("sh", "-n", str(script))
         assert script.stat().st_mode & 0o111, script
@@ -255,12 +258,12 @@ def run_containers_sh(rendered: Rendered, node: str, docker_dir: Path, **env: st
 def docker_argvs(rendered, prod_config, tmp_path_factory) -> dict[str, list[list[str]]]:
     """Each node's `docker` invocations, as sh passes them when running containers.sh."""
     bin_dir = tmp_path_factory.mktemp("bin")
+    (bin_dir / "docker").write_text(RECORDING_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
     argvs = {}
     for placed in prod_config.placed_nodes:
         log = bin_dir / f"{placed.node.name}.jsonl"
-        (bin_dir / "docker").write_text(RECORDING_DOCKER.format(python=sys.executable, log=str(log)))
-        (bin_dir / "docker").chmod(0o755)
-        run_containers_sh(rendered, placed.node.name, bin_dir)
+        run_containers_sh(rendered, placed.node.name, bin_dir, DOCKER_ARGV_LOG=str(log))
         argvs[placed.node.name] = [json.loads(line) for line in log.read_text().splitlines()]
     return argvs
 
@@ -290,6 +293,7 @@ def test_ray_start_uses_only_flags_of_ray_2_60_and_parses_back(docker_argvs, pro
     for placed in prod_config.placed_nodes:
         (argv,) = [a for a in docker_argvs[placed.node.name] if a[a.index("--name") + 1] == ray_start.CONTAINER_NAME]
         assert argv[-3:-1] == ["sh", "-c"]
+        run("sh", "-n", "-c", argv[-1])  # the entrypoint script itself
         (line,) = [line for line in argv[-1].splitlines() if line.startswith("ray start ")]
         args = shlex.split(line.removesuffix(" &"))[2:]
         assert {arg.split("=", 1)[0] for arg in args if arg.startswith("--")} <= known
@@ -320,13 +324,16 @@ class FakeEngine(BaseHTTPRequestHandler):
 
     def reply(self, status: int, body: object = None) -> None:
         data = b"" if body is None else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("API-Version", "1.43")
-        self.send_header("OSType", "linux")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("API-Version", "1.43")
+            self.send_header("OSType", "linux")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except BrokenPipeError:
+            pass  # `run --detach` hangs up on its wait for the exit once the container started
 
     def do_HEAD(self) -> None:
         self.reply(200)
@@ -444,8 +451,6 @@ def pulumi_view(container, image_name: str) -> dict:
 
 
 def test_docker_creates_exactly_the_containers_pulumi_declares(rendered, prod_config, fake_engine, tmp_path):
-    from pulumi_harness import TEST_SECRETS, run_program
-
     assert SECRETS == {"RAY_AUTH_TOKEN": TEST_SECRETS["rayToken"], "GF_SECURITY_ADMIN_PASSWORD": TEST_SECRETS["grafanaAdminPassword"]}
     docker_dir = Path(shutil.which("docker")).parent
     rendered_views = {}

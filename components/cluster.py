@@ -78,8 +78,6 @@ class RayCluster(pulumi.ComponentResource):
                 ray_token,
                 firewall_ready=firewall.command,
                 head=head,
-                # The head's dashboard embeds Grafana and queries Prometheus.
-                extra_env=monitoring_config.ray_dashboard_env(cfg) if placed.node.head else None,
                 opts=child,
             )
             head = head or node

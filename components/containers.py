@@ -1,0 +1,165 @@
+"""Every container of the cluster, as a plain spec (no Pulumi).
+
+`node_containers` says which containers a node runs and how: image, command,
+environment, mounts, health check, sizes. The components turn each spec into a
+pulumi-docker Container (`docker_container.docker_container`), the offline
+render into a `docker run` line (`render.docker_run`), so both always agree.
+All containers use host networking (published ports would bypass UFW), restart
+unless stopped, and are health-checked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from components import monitoring_config as mc
+from components import ray_start
+from components.config import ClusterConfig, PlacedNode
+from components.ports import MONITORING
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    test: tuple[str, ...]  # Docker's exec form: ("CMD", argv...)
+    interval: str
+    timeout: str
+    retries: int
+    start_period: str
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A host path in the container; `propagation` makes it a --mount (Pulumi `mounts`)."""
+
+    source: str
+    target: str
+    read_only: bool = True
+    propagation: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container: host network, restart unless-stopped, nothing published."""
+
+    name: str
+    image: str  # the pinned reference Pulumi pulls
+    command: tuple[str, ...]
+    health: HealthCheck
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: tuple[str, ...] = ()  # set from a Pulumi secret at deploy time
+    binds: tuple[Bind, ...] = ()
+    volumes: dict[str, str] = field(default_factory=dict)  # named volume -> container path
+    devices: tuple[str, ...] = ()
+    pid_host: bool = False
+    privileged: bool = False
+    shm_size_mb: Optional[int] = None
+    stop_timeout: Optional[int] = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+RESTART = "unless-stopped"
+
+
+def http_probe(url: str) -> HealthCheck:
+    """A health check with the busybox wget the monitoring images ship."""
+    return HealthCheck(("CMD", "wget", "-q", "-O", "/dev/null", url), "30s", "5s", 3, "30s")
+
+
+def image_reference(cfg: ClusterConfig) -> str:
+    """The pinned tag, plus the digest when one is configured."""
+    return f"{cfg.ray.image}@{cfg.ray.image_digest}" if cfg.ray.image_digest else cfg.ray.image
+
+
+def ray_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
+    settings = ray_start.node_settings(cfg, placed)
+    env = ray_start.ray_env(settings)
+    if placed.node.head:
+        env |= mc.ray_dashboard_env(cfg)  # the dashboard embeds Grafana and queries Prometheus
+    return ContainerSpec(
+        name=ray_start.CONTAINER_NAME,
+        image=image_reference(cfg),
+        command=("sh", "-c", ray_start.entrypoint_script(settings)),
+        health=HealthCheck(tuple(ray_start.health_check_command(settings)), "15s", "5s", 4, "60s"),
+        env=env,
+        secret_env=("RAY_AUTH_TOKEN",),
+        binds=(Bind(ray_start.HOST_DATA_DIR, ray_start.CONTAINER_DATA_DIR, read_only=False),),
+        shm_size_mb=settings.shm_bytes // 2**20,
+        stop_timeout=ray_start.stop_grace_seconds(cfg, placed),
+        labels={"ray-cluster.tier": placed.tier_name},
+    )
+
+
+def node_exporter_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
+    port = MONITORING.node_exporter
+    # Only the monitoring host's node-exporter serves the expected-nodes file.
+    textfile = placed.node.name == cfg.monitoring_host.node.name
+    return ContainerSpec(
+        name="node-exporter",
+        image=cfg.monitoring.images.node_exporter,
+        command=(
+            f"--path.rootfs={mc.NODE_EXPORTER_ROOTFS.container}",
+            f"--web.listen-address=:{port}",
+            *([f"--collector.textfile.directory={mc.NODE_EXPORTER_TEXTFILE.container}"] if textfile else []),
+        ),
+        health=http_probe(f"http://127.0.0.1:{port}/metrics"),
+        binds=(
+            Bind(*mc.NODE_EXPORTER_ROOTFS, propagation="rslave"),
+            *([Bind(*mc.NODE_EXPORTER_TEXTFILE)] if textfile else []),
+        ),
+        pid_host=True,
+    )
+
+
+def cadvisor_container(cfg: ClusterConfig) -> ContainerSpec:
+    return ContainerSpec(
+        name="cadvisor",
+        image=cfg.monitoring.images.cadvisor,
+        command=(f"--port={MONITORING.cadvisor}", "--docker_only=true", "--housekeeping_interval=30s"),
+        health=http_probe(f"http://127.0.0.1:{MONITORING.cadvisor}/healthz"),
+        binds=tuple(
+            Bind(host, container)
+            for host, container in (
+                ("/", "/rootfs"), ("/var/run", "/var/run"), ("/sys", "/sys"),
+                ("/var/lib/docker", "/var/lib/docker"), ("/dev/disk", "/dev/disk"),
+            )
+        ),
+        devices=("/dev/kmsg",),
+        privileged=True,  # reads every container's cgroups and /dev/kmsg
+    )
+
+
+def prometheus_container(cfg: ClusterConfig) -> ContainerSpec:
+    return ContainerSpec(
+        name="prometheus",
+        image=cfg.monitoring.images.prometheus,
+        command=(
+            f"--config.file={mc.PROMETHEUS_CONFIG.container}/{mc.PROMETHEUS_YML}",
+            f"--storage.tsdb.path={mc.PROMETHEUS_DATA}",
+            f"--storage.tsdb.retention.time={cfg.monitoring.retention_days}d",
+            f"--web.listen-address=:{MONITORING.prometheus}",
+        ),
+        health=http_probe(f"http://127.0.0.1:{MONITORING.prometheus}/-/healthy"),
+        binds=(Bind(*mc.PROMETHEUS_CONFIG),),
+        volumes={"prometheus-data": mc.PROMETHEUS_DATA},
+    )
+
+
+def grafana_container(cfg: ClusterConfig) -> ContainerSpec:
+    return ContainerSpec(
+        name="grafana",
+        image=cfg.monitoring.images.grafana,
+        command=(),
+        health=http_probe(f"http://127.0.0.1:{MONITORING.grafana}/api/health"),
+        env=mc.grafana_env(cfg),
+        secret_env=("GF_SECURITY_ADMIN_PASSWORD",),
+        binds=(Bind(*mc.GRAFANA_PROVISIONING), Bind(*mc.GRAFANA_DASHBOARDS)),
+        volumes={"grafana-data": mc.GRAFANA_DATA},
+    )
+
+
+def node_containers(cfg: ClusterConfig, placed: PlacedNode) -> list[ContainerSpec]:
+    """Every container `placed` runs, in the order Pulumi creates them."""
+    containers = [ray_container(cfg, placed), node_exporter_container(cfg, placed), cadvisor_container(cfg)]
+    if placed.node.name == cfg.monitoring_host.node.name:
+        containers += [prometheus_container(cfg), grafana_container(cfg)]
+    return containers

@@ -1,0 +1,71 @@
+"""A container spec (components/containers.py) as a pulumi-docker Container."""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import pulumi
+import pulumi_docker as docker
+
+from components.containers import RESTART, ContainerSpec
+
+
+def docker_container(
+    resource_name: str,
+    spec: ContainerSpec,
+    image_id: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+    secrets: Optional[Mapping[str, pulumi.Input[str]]] = None,
+    volume_names: Optional[Mapping[str, pulumi.Input[str]]] = None,
+) -> docker.Container:
+    """`secrets` gives each of `spec.secret_env`; `volume_names` the managed Volume behind a named volume."""
+    plain_env = [f"{name}={value}" for name, value in sorted(spec.env.items())]
+    envs: pulumi.Input = plain_env or None
+    if spec.secret_env:
+        values = pulumi.Output.secret(pulumi.Output.all(*(secrets[name] for name in spec.secret_env)))
+        envs = values.apply(lambda vs: plain_env + [f"{name}={v}" for name, v in zip(spec.secret_env, vs)])
+    health = spec.health
+    volumes = [
+        docker.ContainerVolumeArgs(host_path=b.source, container_path=b.target, read_only=b.read_only or None)
+        for b in spec.binds
+        if not b.propagation
+    ] + [
+        docker.ContainerVolumeArgs(volume_name=(volume_names or {}).get(volume, volume), container_path=path)
+        for volume, path in spec.volumes.items()
+    ]
+    mounts = [
+        docker.ContainerMountArgs(
+            type="bind",
+            source=b.source,
+            target=b.target,
+            read_only=b.read_only,
+            bind_options=docker.ContainerMountBindOptionsArgs(propagation=b.propagation),
+        )
+        for b in spec.binds
+        if b.propagation
+    ]
+    return docker.Container(
+        resource_name,
+        name=spec.name,
+        image=image_id,
+        network_mode="host",  # publish nothing: -p ports bypass UFW
+        pid_mode="host" if spec.pid_host else None,
+        privileged=spec.privileged or None,
+        command=list(spec.command) or None,
+        envs=envs,
+        mounts=mounts or None,
+        volumes=volumes or None,
+        devices=[docker.ContainerDeviceArgs(host_path=d, container_path=d) for d in spec.devices] or None,
+        healthcheck=docker.ContainerHealthcheckArgs(
+            tests=list(health.test),
+            interval=health.interval,
+            timeout=health.timeout,
+            retries=health.retries,
+            start_period=health.start_period,
+        ),
+        restart=RESTART,
+        shm_size=spec.shm_size_mb,
+        stop_timeout=spec.stop_timeout,
+        destroy_grace_seconds=spec.stop_timeout,
+        labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in spec.labels.items()] or None,
+        opts=opts,
+    )

@@ -235,10 +235,13 @@ class ClusterConfig(_Model):
     def head(self) -> PlacedNode:
         return next(p for p in self.placed_nodes if p.node.head)
 
+    def placed(self, node_name: str) -> Optional[PlacedNode]:
+        """The node of that name with its tier, or None."""
+        return next((p for p in self.placed_nodes if p.node.name == node_name), None)
+
     @property
     def monitoring_host(self) -> PlacedNode:
-        name = self.monitoring.host or self.head.node.name
-        return next(p for p in self.placed_nodes if p.node.name == name)
+        return self.placed(self.monitoring.host or self.head.node.name)  # type: ignore[return-value]
 
     def instant(self) -> dt.datetime:
         """The pinned `at`, or now: the instant the desired state is computed for."""
@@ -319,7 +322,7 @@ def _cross_checks(cfg: ClusterConfig) -> list[Problem]:
         problems.append(Problem("tiers", f"exactly one node must have head: true, found {len(heads)}" + (f" ({', '.join(heads)})" if heads else "")))
 
     if cfg.monitoring.host is not None:
-        host = next((p for p in cfg.placed_nodes if p.node.name == cfg.monitoring.host), None)
+        host = cfg.placed(cfg.monitoring.host)
         if host is None:
             problems.append(Problem("monitoring.host", f"{cfg.monitoring.host!r} is not a node of any tier"))
         elif not host.tier.always_on or host.tier.override == "off":

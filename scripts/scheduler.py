@@ -311,7 +311,7 @@ def drain_node(cfg: ClusterConfig, stack_name: str, node_name: str, tools: Tools
     refresh + up re-creates the stopped container is pulumi-docker's call
     (pulumi/pulumi-docker#392); we could not check it without a Docker engine.
     """
-    placed = next((p for p in cfg.placed_nodes if p.node.name == node_name), None)
+    placed = cfg.placed(node_name)
     if placed is None:
         raise Failure(USAGE, "unknown_node", node=node_name, nodes=[p.node.name for p in cfg.placed_nodes])
     if placed.node.head:

@@ -36,9 +36,6 @@ CPUS = {"ray-ao-1": 1, "ray-ao-2": 1, "ray-hc-1": 3, "ray-hc-2": 2}
 TASK_SECONDS = 8
 
 
-def placed(cfg, name):
-    return next(p for p in cfg.placed_nodes if p.node.name == name)
-
 
 def run_program(program: str, *args: str, env: dict) -> subprocess.Popen:
     """The drain program as `docker exec -i ray-node python -` runs it: source on stdin."""
@@ -71,7 +68,7 @@ def test_the_head_is_never_drained(prod_config):
 
 
 def test_program_is_self_contained_and_embeds_schedule_py(prod_config):
-    program = drain.drain_program(prod_config, placed(prod_config, "ray-hc-1"))
+    program = drain.drain_program(prod_config, prod_config.placed("ray-hc-1"))
     assert inspect.getsource(schedule) in program
     imported = set()
     for node in ast.walk(ast.parse(program)):
@@ -93,7 +90,7 @@ def test_program_is_self_contained_and_embeds_schedule_py(prod_config):
 )
 def test_deadline_is_the_window_end_for_scheduled_removals_else_the_grace(prod_config, node, now, seconds):
     # Nothing listens at the GCS address: the program states its deadline, then retries.
-    program = drain.drain_program(prod_config, placed(prod_config, node), gcs_address=f"127.0.0.1:{unused_port()}")
+    program = drain.drain_program(prod_config, prod_config.placed(node), gcs_address=f"127.0.0.1:{unused_port()}")
     process = run_program(program, "--now", now.isoformat(), env=dict(os.environ))
     try:
         first = json.loads(process.stdout.readline())
@@ -104,7 +101,7 @@ def test_deadline_is_the_window_end_for_scheduled_removals_else_the_grace(prod_c
 
 
 def test_unreachable_head_ends_the_drain_loudly_at_the_deadline(prod_config):
-    program = drain.drain_program(prod_config, placed(prod_config, "ray-hc-1"), gcs_address=f"127.0.0.1:{unused_port()}")
+    program = drain.drain_program(prod_config, prod_config.placed("ray-hc-1"), gcs_address=f"127.0.0.1:{unused_port()}")
     three_seconds_left = ONE_MINUTE_BEFORE_WINDOW_END + dt.timedelta(seconds=57)
     # Ray's connection timeouts, shortened so that one attempt outlasts the deadline quickly.
     impatient = {**os.environ, "RAY_gcs_rpc_server_connect_timeout_s": "1", "RAY_py_gcs_connect_timeout_s": "1"}
@@ -148,7 +145,7 @@ def test_drain_command_on_the_vm(prod_config, tmp_path, running, exec_status, af
         "FAKE_EXEC_STATUS": str(exec_status),
         "FAKE_AFTER_EXEC": after_exec,
     }
-    hc1 = placed(prod_config, "ray-hc-1")
+    hc1 = prod_config.placed("ray-hc-1")
     result = subprocess.run(["sh", "-c", drain.drain_command(prod_config, hc1)], env=env, timeout=30)
     assert result.returncode == status
     calls = (tmp_path / "calls").read_text().splitlines()
@@ -164,7 +161,7 @@ def test_drain_command_on_the_vm(prod_config, tmp_path, running, exec_status, af
 @pytest.fixture(scope="module")
 def cluster(prod_config):
     rendered = [
-        dataclasses.replace(ray_start.node_settings(prod_config, placed(prod_config, name)), num_cpus=cpus)
+        dataclasses.replace(ray_start.node_settings(prod_config, prod_config.placed(name)), num_cpus=cpus)
         for name, cpus in CPUS.items()
     ]
     with tempfile.TemporaryDirectory(prefix="ray-dr-") as root:
@@ -210,7 +207,7 @@ def test_scheduled_drain_loses_no_work_and_ends_before_its_deadline(prod_config,
 
         hc1 = cluster.nodes["ray-hc-1"]
         program = drain.drain_program(
-            prod_config, placed(prod_config, "ray-hc-1"), node_ip=cluster.node_info("ray-hc-1")["node_ip"], gcs_address=cluster.gcs_address
+            prod_config, prod_config.placed("ray-hc-1"), node_ip=cluster.node_info("ray-hc-1")["node_ip"], gcs_address=cluster.gcs_address
         )
         env = {**os.environ, **ray_start.ray_env(hc1.settings), **cluster.client_env()}
         process = run_program(program, "--now", ONE_MINUTE_BEFORE_WINDOW_END.isoformat(), env=env)

@@ -130,7 +130,7 @@ def test_vm_guestinfo_carries_static_ip_and_pinned_host_key(night, prod_config):
         assert "extraConfig" in vm.secret_inputs
         assert extra["guestinfo.metadata.encoding"] == extra["guestinfo.userdata.encoding"] == "base64"
         metadata = yaml.safe_load(base64.b64decode(extra["guestinfo.metadata"]))
-        node = next(p.node for p in prod_config.placed_nodes if p.node.name == vm.name)
+        node = prod_config.placed(vm.name).node
         assert metadata["local-hostname"] == vm.name
         assert metadata["network"]["ethernets"]["primary"]["addresses"] == [f"{node.ip}/24"]
         user_data = yaml.safe_load(base64.b64decode(extra["guestinfo.userdata"]))

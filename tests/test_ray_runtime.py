@@ -51,9 +51,6 @@ def flags(args: list[str]) -> dict[str, str]:
     return dict((a[2:].split("=", 1) + [""])[:2] for a in args[2:])
 
 
-def placed(cfg, name):
-    return next(p for p in cfg.placed_nodes if p.node.name == name)
-
 
 @pytest.fixture(scope="module")
 def head(prod_config):
@@ -62,7 +59,7 @@ def head(prod_config):
 
 @pytest.fixture(scope="module")
 def heavy(prod_config):
-    return ray_start.node_settings(prod_config, placed(prod_config, "ray-hc-1"))
+    return ray_start.node_settings(prod_config, prod_config.placed("ray-hc-1"))
 
 
 # ---- Rendering ----
@@ -153,7 +150,7 @@ NODES = ("ray-ao-1", "ray-ao-2", "ray-hc-1")  # the head, then one worker per ti
 
 @pytest.fixture(scope="module")
 def cluster(prod_config):
-    rendered = [dataclasses.replace(ray_start.node_settings(prod_config, placed(prod_config, n)), num_cpus=1) for n in NODES]
+    rendered = [dataclasses.replace(ray_start.node_settings(prod_config, prod_config.placed(n)), num_cpus=1) for n in NODES]
     with tempfile.TemporaryDirectory(prefix="ray-rt-") as root:
         local = localize(rendered, Path(root), first_offset=1000, offset_step=100, worker_ports=(30000, 33999))
         with LocalCluster(local) as running:

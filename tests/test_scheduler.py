@@ -343,7 +343,7 @@ class TestDrain:
         assert code == scheduler.OK
         assert report == {"drained": "ray-hc-2", "tier": "heavy-compute"}
         [argv] = run.ran
-        placed = next(p for p in prod_config.placed_nodes if p.node.name == "ray-hc-2")
+        placed = prod_config.placed("ray-hc-2")
         assert argv[0] == "ssh"
         assert argv[-2:] == ["rayops@10.20.0.22", drain.drain_command(prod_config, placed)]
         options = " ".join(argv)

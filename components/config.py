@@ -297,6 +297,12 @@ def _cross_checks(cfg: ClusterConfig) -> list[Problem]:
                 problems.append(Problem(f"{key}.end", "must differ from start (use schedule: always for 24/7)"))
             elif dt.timedelta(minutes=window.drain_lead_minutes) >= length:
                 problems.append(Problem(f"{key}.drainLeadMinutes", f"must be shorter than the window ({length})"))
+            for edge in ("start", "end"):
+                skipped = _skipped_by_dst(getattr(window, edge), window.timezone)
+                if skipped:
+                    problems.append(
+                        Problem(f"{key}.{edge}", f"{getattr(window, edge):%H:%M} does not exist on {skipped} in {window.timezone} (daylight saving): pick another time")
+                    )
         for i, node in enumerate(tier.nodes):
             key = f"tiers.{tier_name}.nodes[{i}]"
             if node.name in seen_names:
@@ -334,6 +340,17 @@ def _cross_checks(cfg: ClusterConfig) -> list[Problem]:
     if not cfg.vsphere.compute_cluster and not cfg.vsphere.resource_pool:
         problems.append(Problem("vsphere", "set computeCluster or resourcePool: VMs need a place to run"))
     return problems
+
+
+def _skipped_by_dst(wall: dt.time, zone_name: str) -> Optional[dt.date]:
+    """A day on which `wall` does not exist in the zone (a spring-forward gap), if any."""
+    zone = ZoneInfo(zone_name)
+    for day in range(366 * 2):  # a fixed span: the rule cannot depend on today's date
+        date = dt.date(2026, 1, 1) + dt.timedelta(days=day)
+        local = dt.datetime.combine(date, wall, tzinfo=zone)
+        if local.astimezone(dt.timezone.utc).astimezone(zone).time() != wall:
+            return date
+    return None
 
 
 def pinned_ray_client() -> str:

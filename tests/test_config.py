@@ -59,6 +59,8 @@ BAD_STACKS = [
      "tiers.heavy-compute.schedule.end", "must differ from start"),
     ("lead longer than window", lambda r: r["tiers"]["heavy-compute"]["schedule"].update(drainLeadMinutes=720),
      "tiers.heavy-compute.schedule.drainLeadMinutes", "shorter than the window"),
+    ("window edge in a daylight-saving gap", lambda r: r["tiers"]["heavy-compute"]["schedule"].update(end="02:30"),
+     "tiers.heavy-compute.schedule.end", "does not exist on 2026-03-29 in Europe/Berlin"),
     ("unknown schedule word", lambda r: r["tiers"]["heavy-compute"].update(schedule="nightly"),
      "tiers.heavy-compute.schedule", "'always'"),
     ("bad override", lambda r: r["tiers"]["heavy-compute"].update(override="maybe"),

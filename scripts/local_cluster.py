@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from components import ray_start
 from components.ray_start import RayNodeSettings
@@ -84,7 +84,14 @@ class LocalNode:
 class LocalCluster:
     """Context manager: start `nodes` (the head first), stop them all on exit."""
 
-    def __init__(self, nodes: Sequence[RayNodeSettings], token: Optional[str] = None, join_timeout: float = 90):
+    def __init__(
+        self,
+        nodes: Sequence[RayNodeSettings],
+        token: Optional[str] = None,
+        join_timeout: float = 90,
+        extra_env: Optional[Mapping[str, Mapping[str, str]]] = None,
+    ):
+        """`extra_env`: node name -> variables added to its environment (as RayNode's extra_env)."""
         heads = [s for s in nodes if s.is_head]
         if len(heads) != 1 or not nodes[0].is_head:
             raise ValueError("the first node, and only it, must be the head")
@@ -92,6 +99,7 @@ class LocalCluster:
         self.head = heads[0]
         self.token = token or secrets.token_hex(32)
         self.join_timeout = join_timeout
+        self.extra_env = dict(extra_env or {})
         self.nodes: dict[str, LocalNode] = {}
 
     @property
@@ -114,7 +122,7 @@ class LocalCluster:
     def __enter__(self) -> "LocalCluster":
         try:
             for s in self.settings:
-                self._start(s)
+                self.start_node(s)
         except BaseException:
             self.stop()
             raise
@@ -123,11 +131,12 @@ class LocalCluster:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _start(self, s: RayNodeSettings) -> None:
+    def start_node(self, s: RayNodeSettings) -> LocalNode:
+        """Start one node and wait until it joined: at __enter__, or later (a tier coming up)."""
         for directory in (s.temp_dir, s.spill_dir):
             Path(directory).mkdir(parents=True, exist_ok=True)
         log_path = Path(s.temp_dir).parent / "entrypoint.log"
-        env = {**os.environ, **ray_start.ray_env(s), **self.client_env()}
+        env = {**os.environ, **ray_start.ray_env(s), **self.extra_env.get(s.node_name, {}), **self.client_env()}
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 ["sh", "-c", ray_start.entrypoint_script(s)],
@@ -139,6 +148,7 @@ class LocalCluster:
             )
         self.nodes[s.node_name] = LocalNode(s, process, log_path)
         self._wait_joined(s)
+        return self.nodes[s.node_name]
 
     def _wait_joined(self, s: RayNodeSettings) -> None:
         node = self.nodes[s.node_name]

@@ -216,7 +216,8 @@ class LocalMonitoring:
         self.local_ray: dict[str, RayPorts] = {}  # node name -> ports, for nodes whose Ray runs here
         self.view = (cfg, cfg.instant())  # the config and instant the targets are written for
         self.refused_port: Optional[int] = None
-        self.started_at = time.time()
+        self.target_count = 0  # in the files last written
+        self.watching_since = time.time()  # alerts before this are not the rehearsal's
 
     def start(self, stack: contextlib.ExitStack) -> None:
         """Lay out the rendered files, start node-exporter and Prometheus; closing `stack` stops them."""
@@ -249,8 +250,10 @@ class LocalMonitoring:
              f"--storage.tsdb.path={self.work / 'prometheus-data'}", f"--web.listen-address={LOOPBACK}:{self.prometheus_port}"],
             self.work / "prometheus.log",
         ))
-        self.started_at = time.time()
         wait_until("Prometheus to be ready", self._ready, PROMETHEUS_WAIT_S)
+        # Until then the rules run on no data: absent() is true and every node looks missing.
+        wait_until("Prometheus's first scrape of every target", self._every_target_scraped, PROMETHEUS_WAIT_S, every=0.5)
+        self.watching_since = time.time()
 
     @property
     def ports(self) -> set[int]:
@@ -288,7 +291,9 @@ class LocalMonitoring:
             )
             for p in cfg.placed_nodes
         }
-        for relative, text in mc.scrape_targets(cfg, at, endpoints).items():
+        files = mc.scrape_targets(cfg, at, endpoints)
+        self.target_count = sum(len(json.loads(text)) for text in files.values())
+        for relative, text in files.items():
             path = self.config_dir / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.with_suffix(".tmp").write_text(text)
@@ -300,6 +305,10 @@ class LocalMonitoring:
                 return response.status == 200
         except OSError:
             return False
+
+    def _every_target_scraped(self) -> bool:
+        targets = self.api("targets", state="active")["activeTargets"]
+        return len(targets) == self.target_count and all(t["health"] != "unknown" for t in targets)
 
     def api(self, path: str, **params: str) -> Any:
         with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}", timeout=10) as response:
@@ -323,9 +332,10 @@ class LocalMonitoring:
     def alerts_seen(self, patient: bool) -> list[dict]:
         """Every alert pending or firing during the rehearsal.
 
-        ALERTS over the whole run, and /api/v1/alerts for now: a fresh Prometheus
-        writes ALERTS only from its third evaluation (it restores `for` state
-        after two), while the alerts API shows active alerts from the first.
+        ALERTS since Prometheus first scraped every target, and /api/v1/alerts
+        for now: a fresh Prometheus writes ALERTS only from its third evaluation
+        (it restores `for` state after two), while the alerts API shows active
+        alerts from the first.
         `patient`: first wait until the rules have run on node-exporter's data.
         """
         if not self.processes:
@@ -340,7 +350,7 @@ class LocalMonitoring:
             key = (labels["alertname"], labels.get("node", ""), labels.get("tier", ""), labels.get("job", ""))
             seen[key] = "firing" if "firing" in (state, seen.get(key)) else "pending"
 
-        span = int(time.time() - self.started_at) + 60
+        span = max(1, int(time.time() - self.watching_since))  # rounded down: no evaluation from before
         for series in self.query(f"max_over_time(ALERTS[{span}s])"):
             note(series["metric"], series["metric"]["alertstate"])
         for alert in self.api("alerts")["alerts"]:
@@ -429,16 +439,14 @@ class Rehearsal:
         if not self.windows:
             # Every tier runs: as the program renders it with every tier on.
             self.monitoring.show(every_tier_on(self.cfg), self.cfg.instant())
-        head, *others = self.settings.values()
-        self.start(head)
-        # Prometheus starts once the head is up, so its first scrapes find it.
+        for s in self.settings.values():  # the head first
+            if s.tier_name not in self.windows:
+                self.start(s)
+        # Prometheus starts once the nodes that run all day are up, so its first scrapes find them.
         self.monitoring.start(self.stack)
         self.processes += [{"name": name, "pid": process.pid} for name, process in self.monitoring.processes.items()]
         self.summary["ports"] = sorted(set(self.summary["ports"]) | self.monitoring.ports)
         self.summary["prometheus"] = self.monitoring.url if self.monitoring.processes else None
-        for s in others:
-            if s.tier_name not in self.windows:
-                self.start(s)
         self.announce_up()
 
         nights = {tier: next_window(window, self.cfg.instant()) for tier, window in self.windows.items()}

@@ -65,6 +65,26 @@ def nodes_per_tier(ray) -> dict[str, set[str]]:
     return per_tier
 
 
+def connect(ray, address: str, attempts: int = 3) -> None:
+    """ray.init, retried when the Ray Client's per-session server fails to start.
+
+    The head's client proxy starts one server process per session; when that
+    start fails (Ray 2.60 can even trip over the dying process itself) the
+    session gets "Initialization failure from server", and a new session gets
+    a fresh server. Anything else (no token, wrong address) fails at once.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="warning")
+            return
+        except ConnectionError as error:
+            if "Initialization failure from server" not in str(error) or attempt == attempts:
+                raise
+            print(f"the Ray Client server failed to start a session (attempt {attempt}/{attempts}), retrying: "
+                  f"{str(error).splitlines()[-1]}", file=sys.stderr)
+            time.sleep(2 * attempt)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.smoke_test", description=__doc__.split("\n\n")[0])
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), required="RAY_ADDRESS" not in os.environ,
@@ -79,7 +99,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     import ray
 
     try:
-        ray.init(address=args.address, log_to_driver=False, logging_level="warning")
+        connect(ray, args.address)
     except Exception as error:
         print(f"cannot reach the cluster at {args.address}: {error}", file=sys.stderr)
         return 2

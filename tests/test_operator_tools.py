@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from components import ray_start
-from scripts import scheduler
+from scripts import scheduler, smoke_test
 from scripts.local_cluster import LocalCluster, driver, localize
 from scripts.ray_state import RayNodeView
 
@@ -96,6 +96,37 @@ def test_smoke_test_fails_for_a_tier_without_live_nodes(cluster):
     lines = result.stdout.splitlines()
     assert lines[0].startswith("PASS  heavy-compute") and "tasks/s" in lines[0]
     assert lines[1].startswith("FAIL  gpu") and "no live node" in lines[1]
+
+
+class FlakyRay:
+    """ray.init that fails with each error in turn, then connects."""
+
+    def __init__(self, *errors: Exception):
+        self.errors, self.calls = list(errors), 0
+
+    def init(self, **kwargs) -> None:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+SESSION_FAILED = ConnectionAbortedError("Initialization failure from server:\npsutil.ZombieProcess: ...")
+
+
+def test_the_smoke_test_retries_a_session_the_client_server_failed_to_start(monkeypatch):
+    monkeypatch.setattr(smoke_test.time, "sleep", lambda seconds: None)
+    ray = FlakyRay(SESSION_FAILED, SESSION_FAILED)
+    smoke_test.connect(ray, "ray://127.0.0.1:1")
+    assert ray.calls == 3
+    with pytest.raises(ConnectionAbortedError):
+        smoke_test.connect(FlakyRay(SESSION_FAILED, SESSION_FAILED, SESSION_FAILED), "ray://127.0.0.1:1")
+
+
+def test_the_smoke_test_does_not_retry_other_connection_errors():
+    ray = FlakyRay(ConnectionError("ray client connection timeout"))
+    with pytest.raises(ConnectionError):
+        smoke_test.connect(ray, "ray://127.0.0.1:1")
+    assert ray.calls == 1
 
 
 def test_tools_without_the_token_are_refused(cluster):

@@ -28,6 +28,8 @@ REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 _HOSTNAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _EXACT_TAG = re.compile(r"^v?(?P<version>\d+\.\d+\.\d+)([-.+_][\w.-]+)?$")
 _DIGEST = r"^sha256:[0-9a-f]{64}$"
+# The firewall opens Ray's internal ports to the whole cluster network: it must be a real subnet.
+MIN_CLUSTER_PREFIX = 8
 _SSH_PUBLIC_KEY = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$"
 
 
@@ -125,7 +127,10 @@ class Window(_Model):
     @field_validator("start", "end", mode="before")
     @classmethod
     def _hh_mm(cls, value: Any) -> Any:
-        if isinstance(value, str) and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        # Unquoted, YAML 1.1 (PyYAML) reads 18:00 as the sexagesimal 1080; Pulumi reads "18:00".
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a time: quote it in the stack file, like \"18:00\"")
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
             raise ValueError(f"{value!r} must be a 24-hour HH:MM time like 18:00")
         return value
 
@@ -270,8 +275,15 @@ def _key(loc: tuple) -> str:
 def _cross_checks(cfg: ClusterConfig) -> list[Problem]:
     problems: list[Problem] = []
     net = cfg.network
+    if net.cidr.prefixlen < MIN_CLUSTER_PREFIX:
+        problems.append(Problem(
+            "network.cidr",
+            f"{net.cidr} is wider than /{MIN_CLUSTER_PREFIX}: Ray's internal ports are open to all of network.cidr; name the cluster's subnet",
+        ))
     if net.gateway not in net.cidr:
         problems.append(Problem("network.gateway", f"{net.gateway} is outside network.cidr {net.cidr}"))
+    elif net.gateway in (net.cidr.network_address, net.cidr.broadcast_address):
+        problems.append(Problem("network.gateway", f"{net.gateway} is the network or broadcast address of {net.cidr}"))
     for i, admin in enumerate(net.admin_cidrs):
         if admin.prefixlen == 0:
             problems.append(
@@ -318,6 +330,8 @@ def _cross_checks(cfg: ClusterConfig) -> list[Problem]:
                 problems.append(Problem(f"{key}.ip", f"{ip} is the network or broadcast address of {net.cidr}"))
             if node.ip == net.gateway:
                 problems.append(Problem(f"{key}.ip", f"{ip} is the gateway"))
+            if node.ip in net.dns_servers:
+                problems.append(Problem(f"{key}.ip", f"{ip} is a DNS server (network.dnsServers)"))
             if node.head:
                 heads.append(key)
                 if not tier.always_on or tier.override == "off":

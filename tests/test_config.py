@@ -1,7 +1,12 @@
 """Every validation rule: a bad stack gets an error naming the key and the rule."""
+from pathlib import Path
+
 import pytest
+import yaml
 
 from components import config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def problems(raw) -> list[str]:
@@ -16,6 +21,12 @@ def test_prod_stack_is_valid(prod_config):
     ]
     assert prod_config.head.node.name == "ray-ao-1"
     assert prod_config.monitoring_host.node.name == "ray-ao-1"
+
+
+def test_the_committed_stack_pins_no_instant():
+    # `ray-cluster:at` belongs to the scheduler's runs and to tests: committed, it would freeze the schedule.
+    document = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
+    assert f"{config.NAMESPACE}:at" not in document["config"]
 
 
 def _heavy_nodes(raw):
@@ -77,6 +88,14 @@ BAD_STACKS = [
      "monitoring.images.grafana", "pinned to an exact version"),
     ("admin cidr everyone", lambda r: r["network"].update(adminCidrs=["0.0.0.0/0"]),
      "network.adminCidrs[0]", "would open SSH and dashboards to everyone"),
+    ("world-wide cluster network", lambda r: r["network"].update(cidr="0.0.0.0/0"),
+     "network.cidr", "wider than /8: Ray's internal ports are open to all of network.cidr"),
+    ("gateway is the network address", lambda r: r["network"].update(gateway="10.20.0.0"),
+     "network.gateway", "network or broadcast address"),
+    ("ip is a dns server", lambda r: _heavy_nodes(r)[2].update(ip="10.20.0.2"),
+     "tiers.heavy-compute.nodes[2].ip", "is a DNS server"),
+    ("unquoted window time", lambda r: r["tiers"]["heavy-compute"]["schedule"].update(start=1080),
+     "tiers.heavy-compute.schedule.start", 'quote it in the stack file, like "18:00"'),
     ("gateway outside cidr", lambda r: r["network"].update(gateway="192.168.1.1"),
      "network.gateway", "outside network.cidr"),
     ("no dns", lambda r: r["network"].update(dnsServers=[]),

@@ -84,12 +84,16 @@ def test_same_config_evaluates_to_identical_inputs(raw, tmp_path):
     assert view(first) == view(second)
 
 
-def test_bad_config_registers_nothing(raw, tmp_path):
-    raw["network"]["adminCidrs"] = ["0.0.0.0/0"]
+@pytest.mark.parametrize("key,value,named", [
+    ("adminCidrs", ["0.0.0.0/0"], "ray-cluster:network.adminCidrs[0]"),
+    ("cidr", "0.0.0.0/0", "ray-cluster:network.cidr"),  # else the firewall fails only after the VMs
+])
+def test_bad_config_registers_nothing(raw, tmp_path, key, value, named):
+    raw["network"][key] = value
     raw["at"] = NIGHT
     with pytest.raises(Exception) as caught:
         run_program(raw, tmp_path)
-    assert "ray-cluster:network.adminCidrs[0]" in str(caught.value)
+    assert named in str(caught.value)
     # The harness's monitor is fresh per run: nothing at all may have been registered.
     from pulumi.runtime import settings
 

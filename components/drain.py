@@ -25,6 +25,8 @@ from components.ray_start import CONTAINER_NAME
 # The program's exit codes besides 0 (drained, or nothing to drain) and 1 (an error).
 EXIT_DEADLINE_PASSED = 2
 EXIT_HEAD_UNREACHABLE = 3
+# How the program's alarms (on stderr) begin: the scheduler spots them in Pulumi's output.
+ALARM_PREFIX = "ray-cluster drain of"
 
 _DRAIN = '''
 # ---- The drain itself (components/drain.py); the schedule math above is components/schedule.py. ----
@@ -49,7 +51,23 @@ def report(event, **fields):
 
 
 def alarm(message):
-    print(f"ray-cluster drain of {NODE_NAME}: {message}", file=sys.stderr, flush=True)
+    print(f"{ALARM_PREFIX} {NODE_NAME}: {message}", file=sys.stderr, flush=True)
+
+
+class HeadUnreachable(Exception):
+    pass
+
+
+def from_head(call, give_up):
+    """call(), retried while the head does not answer; HeadUnreachable once the deadline passes."""
+    while True:
+        try:
+            return call()
+        except Exception as error:
+            if time.monotonic() >= give_up:
+                raise HeadUnreachable(str(error)) from error
+            report("retrying", error=str(error))
+            time.sleep(min(5, max(0, give_up - time.monotonic())))
 
 
 def own_node(gcs):
@@ -90,26 +108,19 @@ def main():
     give_up = time.monotonic() + seconds
     report("deadline", now=now.isoformat(), seconds=seconds)
 
-    gcs = None
-    while True:
-        try:
-            gcs = gcs or GcsClient(address=GCS_ADDRESS)
-            node_id, info = own_node(gcs)
-            break
-        except Exception as error:
-            if time.monotonic() >= give_up:
-                alarm(f"the head at {GCS_ADDRESS} stayed unreachable for {seconds}s ({error}); removing it WITHOUT a drain")
-                report("head-unreachable", error=str(error))
-                return EXIT_HEAD_UNREACHABLE
-            report("retrying", error=str(error))
-            time.sleep(min(5, max(0, give_up - time.monotonic())))
-    if node_id is None:
-        report("not-alive", detail="no alive Ray node with this name and IP: nothing to drain")
-        return 0
-
-    deadline_ms = int((time.time() + max(0, give_up - time.monotonic())) * 1000)
-    message = f"{NODE_NAME} is being removed (ray-cluster drain-on-delete, {seconds}s)"
-    accepted, rejection = gcs.drain_node(node_id, PREEMPTION, message, deadline_ms, timeout=30)
+    try:
+        gcs = from_head(lambda: GcsClient(address=GCS_ADDRESS), give_up)
+        node_id, info = from_head(lambda: own_node(gcs), give_up)
+        if node_id is None:
+            report("not-alive", detail="no alive Ray node with this name and IP: nothing to drain")
+            return 0
+        deadline_ms = int((time.time() + max(0, give_up - time.monotonic())) * 1000)
+        message = f"{NODE_NAME} is being removed (ray-cluster drain-on-delete, {seconds}s)"
+        accepted, rejection = from_head(lambda: gcs.drain_node(node_id, PREEMPTION, message, deadline_ms, timeout=30), give_up)
+    except HeadUnreachable as error:
+        alarm(f"the head at {GCS_ADDRESS} stayed unreachable for {seconds}s ({error}); removing it WITHOUT a drain")
+        report("head-unreachable", error=str(error))
+        return EXIT_HEAD_UNREACHABLE
     if not accepted:
         raise RuntimeError(f"the GCS rejected the drain of {node_id}: {rejection}")
     started = time.monotonic()
@@ -158,6 +169,7 @@ def drain_program(
             f"NODE_IP = {node_ip or str(placed.node.ip)!r}",
             f"GCS_ADDRESS = {gcs_address or f'{cfg.head.node.ip}:{ports.gcs}'!r}",
             f"EXIT_DEADLINE_PASSED, EXIT_HEAD_UNREACHABLE = {EXIT_DEADLINE_PASSED}, {EXIT_HEAD_UNREACHABLE}",
+            f"ALARM_PREFIX = {ALARM_PREFIX!r}",
         ]
     )
     return f"{inspect.getsource(schedule)}\n\n# ---- Rendered for this node. ----\n{settings}\n{_DRAIN}"

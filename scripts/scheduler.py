@@ -10,8 +10,8 @@ refresh + up, and checks that a tier it brought up joined Ray. Timers start
     python -m scripts.scheduler status     [--stack prod] [--work-dir .]
     python -m scripts.scheduler drain NODE [--stack prod] [--work-dir .]
 
-The report goes to stdout as one JSON document; progress goes to stderr as JSON
-lines {"ts", "level", "event", ...}.
+The report goes to stdout as one JSON line (secret outputs masked); progress goes
+to stderr as JSON lines {"ts", "level", "event", ...}.
 
 Exit codes:
     0  done (also when there was nothing to change)
@@ -20,6 +20,8 @@ Exit codes:
     3  overlap: another scheduler run holds this working copy's lock; nothing was done
     4  the Pulumi stack stayed locked by another update through every retry
     5  not joined: a live tier's nodes are not (all) in Ray (after apply's wait; status)
+    6  the update went through, but a drain did not finish (deadline passed or head
+       unreachable): work on that node may be lost; the report's drainAlarms say which
 
 The instant: `plan` and `apply` set `ray-cluster:at` in the working copy's stack
 config (Pulumi.<stack>.yaml, never committed) before refresh/preview/up, and
@@ -52,7 +54,8 @@ from components.ssh_access import client_root, docker_ssh_opts
 from components.stack import read_stack_file
 from scripts import ray_state
 
-OK, FAILED, USAGE, OVERLAP, STACK_LOCKED, NOT_JOINED = 0, 1, 2, 3, 4, 5
+OK, FAILED, USAGE, OVERLAP, STACK_LOCKED, NOT_JOINED, DRAIN_INCOMPLETE = 0, 1, 2, 3, 4, 5, 6
+SECRET_MASK = "[secret]"
 
 AT_KEY = f"{NAMESPACE}:at"
 LOCK_ATTEMPTS = 5  # a locked stack is retried after 15, 30, 60, 120 s
@@ -129,8 +132,12 @@ def desired_state(cfg: ClusterConfig, at: dt.datetime) -> dict:
 
 
 def deployed_state(stack) -> Optional[dict]:
-    """The stack outputs the last update left (None: never deployed)."""
-    outputs = {key: output.value for key, output in stack.outputs().items()}
+    """The stack outputs the last update left (None: never deployed), secrets masked.
+
+    The Automation API reads outputs with --show-secrets; the reports end up in
+    the journal and in log files, so the Ray token and Grafana password stay out.
+    """
+    outputs = {key: SECRET_MASK if output.secret else output.value for key, output in stack.outputs().items()}
     return outputs or None
 
 
@@ -199,8 +206,17 @@ def pulumi_step(operation: str, call: Callable[[], Any], tools: Tools) -> Any:
         raise Failure(FAILED, "pulumi_failed", operation=operation, error=str(error).strip())
 
 
-def pulumi_lines(tools: Tools) -> Callable[[str], None]:
-    return lambda line: tools.log("info", "pulumi", line=line.rstrip())
+def pulumi_lines(tools: Tools, drain_alarms: Optional[list[str]] = None) -> Callable[[str], None]:
+    """Pulumi's output as log lines; a drain's alarm (components/drain.py) is an error, and collected."""
+    def log(line: str) -> None:
+        line = line.rstrip()
+        if drain.ALARM_PREFIX in line:
+            tools.log("error", "drain_incomplete", line=line)
+            if drain_alarms is not None:
+                drain_alarms.append(line[line.index(drain.ALARM_PREFIX):])
+        else:
+            tools.log("info", "pulumi", line=line)
+    return log
 
 
 def preview_changes(stack, tools: Tools) -> dict[str, int]:
@@ -224,13 +240,16 @@ def apply(stack, cfg: ClusterConfig, at: dt.datetime, dry_run: bool, tools: Tool
     wanted = desired_state(cfg, at)
     before = deployed_state(stack)
     report: dict[str, Any] = {"at": at.isoformat(), "dryRun": dry_run, "difference": difference(wanted, before)}
+    drain_alarms: list[str] = []
     with pinned_instant(stack, at, tools):
         if dry_run:
             report["changes"] = preview_changes(stack, tools)
         else:
             pulumi_step("refresh", lambda: stack.refresh(on_output=pulumi_lines(tools)), tools)
-            result = pulumi_step("up", lambda: stack.up(on_output=pulumi_lines(tools)), tools)
+            result = pulumi_step("up", lambda: stack.up(on_output=pulumi_lines(tools, drain_alarms)), tools)
             report["changes"] = resource_changes(result.summary.resource_changes)
+    if drain_alarms:
+        report["drainAlarms"] = drain_alarms
     if not report["changes"]:
         tools.log("info", "no_changes", at=at.isoformat())
         return OK, report
@@ -243,8 +262,9 @@ def apply(stack, cfg: ClusterConfig, at: dt.datetime, dry_run: bool, tools: Tool
     missing = {tier: r["missing"] for tier, r in report["nodes"].items() if r["missing"]}
     if missing:
         tools.log("error", "not_joined", missing=missing, waited_s=join_timeout)
-        return NOT_JOINED, report
-    return OK, report
+    if drain_alarms:
+        return DRAIN_INCOMPLETE, report  # the worse news: work may be lost
+    return (NOT_JOINED if missing else OK), report
 
 
 # ---------------------------------------------------------------- the cluster itself
@@ -366,8 +386,6 @@ def run(args: argparse.Namespace, tools: Tools) -> tuple[int, dict]:
         cfg = read_stack_file(args.stack, project_dir=work_dir)
     except (ConfigError, FileNotFoundError) as error:
         raise Failure(USAGE, "config_error", stack=args.stack, error=str(error))
-    if args.command == "drain":
-        return OK, drain_node(cfg, args.stack, args.node, tools)
 
     def stack():
         try:
@@ -377,8 +395,10 @@ def run(args: argparse.Namespace, tools: Tools) -> tuple[int, dict]:
 
     if args.command == "status":
         return status(stack(), tools)
-    at = args.at or tools.now().replace(microsecond=0)
     with exclusive_lock(args.lock_file or work_dir / f".scheduler-{args.stack}.lock"):
+        if args.command == "drain":  # under the lock: never in the middle of an apply
+            return OK, drain_node(cfg, args.stack, args.node, tools)
+        at = args.at or tools.now().replace(microsecond=0)
         if args.command == "apply":
             return apply(stack(), cfg, at, args.dry_run, tools, args.join_timeout)
         try:
@@ -397,7 +417,7 @@ def main(argv: Optional[list[str]] = None, tools: Optional[Tools] = None, out=No
     except Failure as failure:
         tools.log("error", failure.event, **failure.fields)
         return failure.code
-    (out or sys.stdout).write(json.dumps(report, indent=2, default=str) + "\n")
+    (out or sys.stdout).write(json.dumps(report, default=str) + "\n")  # one line: cron appends to a .jsonl
     tools.log("info", "done", command=args.command, exit_code=code)
     return code
 

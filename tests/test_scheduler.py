@@ -23,6 +23,8 @@ LATER_EVENING = "2026-06-10T18:05:00+02:00"
 MORNING = "2026-06-11T05:45:00+02:00"
 NOON = "2026-06-10T12:00:00+02:00"
 RESOURCES_PER_NODE = 7  # VM, host key, firewall, provider, image, container, drain
+# The program's secret outputs, as the Automation API returns them (it reads with --show-secrets).
+SECRET_OUTPUTS = {"rayToken": "tok-3f9a1c-plaintext", "grafanaAdminPassword": "pw-77e2b0-plaintext"}
 
 
 def program_outputs(cfg, at: dt.datetime) -> dict:
@@ -43,8 +45,9 @@ class Result:
 class StandInStack:
     """Records every call in order and behaves like the program: the pinned `at` decides."""
 
-    def __init__(self, cfg, deployed_at: str | None = None, locked: dict[str, int] | None = None):
+    def __init__(self, cfg, deployed_at: str | None = None, locked: dict[str, int] | None = None, drain_alarm: str = ""):
         self.cfg = cfg
+        self.drain_alarm = drain_alarm  # what a drain prints when it cannot finish
         self.calls: list[tuple] = []
         self.config: dict[str, str] = {}
         self.deployed = program_outputs(cfg, dt.datetime.fromisoformat(deployed_at)) if deployed_at else {}
@@ -66,6 +69,9 @@ class StandInStack:
             "delete": len(have - want) * RESOURCES_PER_NODE,
         }
         self.wanted = wanted
+        if operation == "up" and self.drain_alarm:
+            for name in sorted(have - want):  # as pulumi-command relays the remote stderr
+                on_output(f"    command:remote:Command ({name}-drain): {drain.ALARM_PREFIX} {name}: {self.drain_alarm}")
         return {op: n for op, n in summary.items() if n}
 
     def set_config(self, key, value):
@@ -78,7 +84,9 @@ class StandInStack:
 
     def outputs(self):
         self.calls.append(("outputs",))
-        return {key: auto.OutputValue(value, secret=False) for key, value in self.deployed.items()}
+        plain = {key: auto.OutputValue(value, secret=False) for key, value in self.deployed.items()}
+        secret = {key: auto.OutputValue(value, secret=True) for key, value in SECRET_OUTPUTS.items()}
+        return {**plain, **secret} if self.deployed else {}
 
     def refresh(self, on_output):
         self._engine("refresh", on_output)
@@ -254,6 +262,22 @@ class TestApply:
         assert failed[0]["operation"] == "up" and "vSphere said no" in failed[0]["error"]
 
 
+    def test_a_drain_that_could_not_finish_is_reported_loudly(self, prod_config, tmp_path):
+        alarm = "the deadline (900s) passed with work still running: ['ray::train']; removing it anyway"
+        stack = StandInStack(prod_config, deployed_at=EVENING, drain_alarm=alarm)
+        run = Harness(stack, tmp_path)
+        code, report = run("apply", "--at", MORNING)
+        assert code == scheduler.DRAIN_INCOMPLETE
+        assert report["drainAlarms"] == [f"{drain.ALARM_PREFIX} {name}: {alarm}" for name in ("ray-hc-1", "ray-hc-2", "ray-hc-3")]
+        errors = [e for e in run.events() if e["level"] == "error"]
+        assert [e["event"] for e in errors] == ["drain_incomplete"] * 3
+        assert stack.deployed["liveTiers"] == ["always-on"]  # the removal went ahead, as the hardware will
+
+    def test_a_clean_drain_raises_no_alarm(self, prod_config, tmp_path):
+        code, report = Harness(StandInStack(prod_config, deployed_at=EVENING), tmp_path)("apply", "--at", MORNING)
+        assert code == scheduler.OK and "drainAlarms" not in report
+
+
 class TestLocking:
     def test_an_overlapping_run_is_refused_before_touching_the_stack(self, noon_stack, tmp_path):
         run = Harness(noon_stack, tmp_path)
@@ -265,6 +289,13 @@ class TestLocking:
         assert run.event_names() == ["overlap"]
         # Once the other run is gone, the lock is free again.
         assert run("apply", "--at", EVENING)[0] == scheduler.OK
+
+    def test_a_manual_drain_is_refused_while_a_run_holds_the_lock(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)
+        with open(run.lock_file, "w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            assert run("drain", "ray-hc-2")[0] == scheduler.OVERLAP
+        assert run.ran == []
 
     def test_a_locked_stack_is_retried_with_backoff(self, prod_config, tmp_path):
         stack = StandInStack(prod_config, deployed_at=NOON, locked={"refresh": 1, "up": 2})
@@ -364,7 +395,28 @@ class TestDrain:
         assert run.ran == [] and run.event_names() == ["no_host_key"]
 
 
+class TestSecrets:
+    @pytest.mark.parametrize("argv", [("plan", "--at", EVENING), ("apply", "--at", EVENING), ("status",)])
+    def test_no_secret_output_reaches_the_report_or_the_log(self, noon_stack, tmp_path, argv):
+        run = Harness(noon_stack, tmp_path)
+        code, report = run(*argv)
+        assert code == scheduler.OK
+        deployed = report["deployed"]
+        assert deployed["rayToken"] == deployed["grafanaAdminPassword"] == scheduler.SECRET_MASK
+        assert deployed["dashboardUrl"] == "http://head.invalid:8265"  # plain outputs stay readable
+        written = json.dumps(report) + run.log_stream.getvalue()
+        assert not [value for value in SECRET_OUTPUTS.values() if value in written]
+
+
 class TestCommandLine:
+    def test_the_report_is_one_json_line(self, noon_stack, tmp_path):
+        out = io.StringIO()
+        tools = scheduler.Tools(open_stack=lambda name, work_dir: noon_stack, probe=FakeRay(noon_stack), run=lambda argv: 0,
+                                sleep=lambda s: None, clock=lambda: 0.0, log=scheduler.JsonLog(io.StringIO()))
+        scheduler.main(["plan", "--at", EVENING, "--work-dir", str(ROOT), "--lock-file", str(tmp_path / "lock")], tools, out)
+        assert len(out.getvalue().splitlines()) == 1 and json.loads(out.getvalue())["desired"]
+
+
     def test_at_without_an_offset_is_a_usage_error(self, noon_stack, tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             Harness(noon_stack, tmp_path)("apply", "--at", "2026-06-10T18:00:00")
@@ -389,7 +441,7 @@ class TestCommandLine:
 
     def test_exit_codes_are_documented(self):
         doc = scheduler.__doc__
-        for name in ("OK", "FAILED", "USAGE", "OVERLAP", "STACK_LOCKED", "NOT_JOINED"):
+        for name in ("OK", "FAILED", "USAGE", "OVERLAP", "STACK_LOCKED", "NOT_JOINED", "DRAIN_INCOMPLETE"):
             assert re.search(rf"^    {getattr(scheduler, name)}  ", doc, re.MULTILINE), name
 
 

@@ -1,4 +1,5 @@
 import copy
+import shutil
 import sys
 from pathlib import Path
 
@@ -9,6 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components import config  # noqa: E402
+
+
+def require_tool(tool: str, package: str) -> None:
+    """A real tool scripts/install.sh installs: without it the test fails, never skips silently."""
+    if shutil.which(tool) is None:
+        pytest.fail(f"{tool} is not installed: run scripts/install.sh (it installs {package})")
 
 
 def prod_raw() -> dict:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import pytest
+
 UFW_STATE = (Path("/etc/ufw"), Path("/etc/default/ufw"))
 
 # Binds each port given on the command line, says "ready", holds them until stdin closes.
@@ -71,14 +73,14 @@ def _run(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=True, capture_output=True, text=True, **kwargs)
 
 
+NEEDED_TOOLS = {"ip": "iproute2", "unshare": "util-linux", "ufw": "ufw"}
+
+
 @functools.cache
 def unavailable_reason() -> str | None:
-    """Why namespaces cannot be used here, or None if they can."""
+    """Why this machine cannot make network and mount namespaces (None: it can)."""
     if os.geteuid() != 0:
         return "needs root (network and mount namespaces)"
-    for tool in ("ip", "unshare", "ufw"):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (apt: iproute2, util-linux, ufw)"
     probe = f"fwt-{secrets.token_hex(3)}-probe"
     try:
         _run("ip", "netns", "add", probe)
@@ -86,6 +88,16 @@ def unavailable_reason() -> str | None:
         return f"`ip netns add` is not permitted here: {error.stderr.strip()}"
     _run("ip", "netns", "delete", probe)
     return None
+
+
+def require_namespaces() -> None:
+    """Skips where namespaces are impossible (no root); fails where scripts/install.sh was not run."""
+    missing = [f"{tool} (apt: {package})" for tool, package in NEEDED_TOOLS.items() if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"not installed: {', '.join(missing)}: run scripts/install.sh")
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
 
 
 @dataclass

@@ -7,14 +7,18 @@ environment variables), decoded, and then validated: user-data with
 `cloud-init schema`, the netplan v2 network with cloud-init's own parser.
 """
 import json
-import shutil
 import subprocess
 
 import pytest
 
 from components import cloud_init
+from conftest import require_tool
 
-pytestmark = pytest.mark.skipif(shutil.which("cloud-init") is None, reason="needs Debian's cloud-init (apt)")
+
+
+@pytest.fixture(autouse=True)
+def cloud_init_installed():
+    require_tool("cloud-init", "Debian's cloud-init")
 
 HOST_PRIVATE = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
 HOST_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinnedHostKey host\n"

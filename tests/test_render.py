@@ -29,7 +29,7 @@ import pytest
 
 import netns
 from components import cloud_init, firewall_rules as fw, monitoring_config as mc, ray_start, render
-from conftest import prod_raw
+from conftest import prod_raw, require_tool
 from pulumi_harness import TEST_SECRETS, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,8 +119,7 @@ def test_every_node_is_rendered_and_marked_live_at_night(rendered, prod_config):
 
 
 def test_user_data_is_valid_cloud_config_with_only_a_placeholder_host_key(rendered, prod_config):
-    if shutil.which("cloud-init") is None:
-        pytest.skip("needs Debian's cloud-init (apt)")
+    require_tool("cloud-init", "Debian's cloud-init")
     for placed in prod_config.placed_nodes:
         path = node_dir(rendered, placed.node.name) / "user-data"
         schema = subprocess.run(["cloud-init", "schema", "-c", str(path)], capture_output=True, text=True)
@@ -134,8 +133,7 @@ def test_user_data_is_valid_cloud_config_with_only_a_placeholder_host_key(render
 
 
 def test_meta_data_network_as_cloud_init_parses_it(rendered, prod_config):
-    if not Path("/usr/bin/python3").exists() or shutil.which("cloud-init") is None:
-        pytest.skip("needs Debian's cloud-init (apt)")
+    require_tool("cloud-init", "Debian's cloud-init, for /usr/bin/python3")
     paths = {p.node.name: str(node_dir(rendered, p.node.name) / "meta-data") for p in prod_config.placed_nodes}
     seen = json.loads(run("/usr/bin/python3", "-c", PARSE_METADATA, *paths.values(), env={"PATH": "/usr/bin:/bin"}).stdout)
     net = prod_config.network
@@ -152,8 +150,7 @@ def prometheus_dir(out: Path) -> Path:
 
 
 def test_promtool_accepts_the_rendered_prometheus_layout(rendered):
-    if shutil.which("promtool") is None:
-        pytest.skip("needs promtool (apt: prometheus)")
+    require_tool("promtool", "Debian's prometheus")
     config_dir = prometheus_dir(rendered.out)
     checked = run("promtool", "check", "config", str(config_dir / mc.PROMETHEUS_YML))
     rules = sorted((config_dir / mc.RULES_DIR).glob("*.yml"))
@@ -191,9 +188,7 @@ def test_ufw_files_carry_every_rule_of_each_node(rendered, prod_config):
 
 
 def test_ufw_dry_run_accepts_every_rendered_rule(rendered, prod_config, tmp_path):
-    reason = netns.unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    netns.require_namespaces()
     commands = sorted({c for p in prod_config.placed_nodes for c in ufw_commands(rendered, p.node.name)})
     check = "".join(
         f"{command.replace('ufw ', 'ufw --dry-run ', 1)} >/dev/null || echo {shlex.quote(f'rejected: {command}')}\n"
@@ -360,8 +355,7 @@ class EngineServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 @pytest.fixture
 def fake_engine(tmp_path) -> Iterator[Path]:
-    if shutil.which("docker") is None:
-        pytest.skip("needs a Docker CLI (no engine: a fake one answers on a unix socket)")
+    require_tool("docker", "docker.io, for its CLI (no engine: a fake one answers on a unix socket)")
     socket_path = tmp_path / "docker.sock"
     server = EngineServer(str(socket_path), FakeEngine)
     FakeEngine.created = []

@@ -1,4 +1,5 @@
-"""A container spec (components/containers.py) as a pulumi-docker Container."""
+"""A container spec (components/containers.py) as a pulumi-docker Container, and the
+options every resource on a VM's Docker engine shares."""
 from __future__ import annotations
 
 from typing import Mapping, Optional
@@ -7,6 +8,11 @@ import pulumi
 import pulumi_docker as docker
 
 from components.containers import RESTART, ContainerSpec
+
+
+def on_docker(parent: pulumi.Resource, docker_provider: docker.Provider, firewall_ready: pulumi.Resource) -> pulumi.ResourceOptions:
+    """Options for what lives on a VM's Docker engine: it goes with the VM (firewall_ready is replaced with it)."""
+    return pulumi.ResourceOptions(parent=parent, provider=docker_provider, replace_with=[firewall_ready])
 
 
 def docker_container(
@@ -67,5 +73,7 @@ def docker_container(
         stop_timeout=spec.stop_timeout,
         destroy_grace_seconds=spec.stop_timeout,
         labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in spec.labels.items()] or None,
-        opts=opts,
+        # The name is fixed (operators, the drain and the health checks use it), and Docker
+        # refuses a second container of that name: a replacement deletes the old one first.
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(delete_before_replace=True)),
     )

@@ -23,13 +23,14 @@ class Firewall(pulumi.ComponentResource):
         super().__init__("ray-cluster:index:Firewall", name, None, opts)
         self.script = firewall_rules.ufw_script(firewall_rules.firewall_rules(cfg, placed))
         # The script converges the host to exactly this rule set; a changed rule set
-        # changes stdin, which re-runs it. cloud-init may still be installing ufw
-        # when SSH first answers, hence the wait.
+        # changes stdin, which re-runs it, and a replaced VM gets it anew (and with it
+        # everything on its Docker engine, which is replaced with this command).
+        # cloud-init may still be installing ufw when SSH first answers, hence the wait.
         self.command = remote.Command(
             f"{name}-ufw",
             connection=connection,
             create="cloud-init status --wait >/dev/null; sudo sh -s",
             stdin=self.script,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[vm]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[vm], replace_with=[vm]),
         )
         self.register_outputs({"rules": self.script})

@@ -20,7 +20,7 @@ from pulumi_command import remote
 from components import containers
 from components import monitoring_config as mc
 from components.config import ClusterConfig, PlacedNode
-from components.docker_container import docker_container
+from components.docker_container import docker_container, on_docker
 from components.remote_files import write_files_script
 
 RELOAD_PROMETHEUS = "docker kill --signal HUP prometheus >/dev/null 2>&1 || true"
@@ -29,16 +29,11 @@ RELOAD_PROMETHEUS = "docker kill --signal HUP prometheus >/dev/null 2>&1 || true
 class _Pinned:
     """Pulls images by their pinned reference on one node's Docker engine."""
 
-    def __init__(self, parent: pulumi.Resource, node_name: str, provider: docker.Provider):
-        self.parent, self.node_name, self.provider = parent, node_name, provider
+    def __init__(self, node_name: str, on_node: pulumi.ResourceOptions):
+        self.node_name, self.on_node = node_name, on_node
 
     def image(self, key: str, reference: str) -> docker.RemoteImage:
-        return docker.RemoteImage(
-            f"{self.node_name}-{key}-image",
-            name=reference,
-            keep_locally=True,
-            opts=pulumi.ResourceOptions(parent=self.parent, provider=self.provider),
-        )
+        return docker.RemoteImage(f"{self.node_name}-{key}-image", name=reference, keep_locally=True, opts=self.on_node)
 
     def container(self, spec: containers.ContainerSpec, opts: pulumi.ResourceOptions, **kwargs) -> docker.Container:
         """`spec`'s container, from its image pulled by the pinned reference."""
@@ -59,8 +54,9 @@ class NodeExporters(pulumi.ComponentResource):
     ):
         name = placed.node.name
         super().__init__("ray-cluster:index:NodeExporters", name, None, opts)
-        images = _Pinned(self, name, docker_provider)
-        on_node = pulumi.ResourceOptions(parent=self, provider=docker_provider, depends_on=[firewall_ready])
+        on_node = on_docker(self, docker_provider, firewall_ready)
+        images = _Pinned(name, on_node)
+        on_node = pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[firewall_ready]))
         self.node_exporter = images.container(containers.node_exporter_container(cfg, placed), on_node)
         self.cadvisor = images.container(containers.cadvisor_container(cfg), on_node)
         self.register_outputs({})
@@ -82,8 +78,10 @@ class MonitoringStack(pulumi.ComponentResource):
         host = cfg.monitoring_host.node.name
         super().__init__("ray-cluster:index:Monitoring", host, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        on_host = pulumi.ResourceOptions(parent=self, provider=docker_provider)
-        images = _Pinned(self, host, docker_provider)
+        on_host = on_docker(self, docker_provider, firewall_ready)
+        images = _Pinned(host, on_host)
+        # Volume names are fixed too: a replacement deletes the old volume first.
+        volume_opts = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(delete_before_replace=True))
 
         def write(name: str, files: dict[str, str]) -> remote.Command:
             return remote.Command(
@@ -91,7 +89,7 @@ class MonitoringStack(pulumi.ComponentResource):
                 connection=connection,
                 create="sudo sh -s",
                 stdin=write_files_script(files, then=RELOAD_PROMETHEUS),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall_ready]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall_ready], replace_with=[firewall_ready]),
             )
 
         config_files = write("monitoring-config", mc.config_files(cfg))
@@ -99,7 +97,7 @@ class MonitoringStack(pulumi.ComponentResource):
         self.targets = write("scrape-targets", mc.schedule_files(cfg, at))
 
         after_config = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[config_files]))
-        prometheus_data = docker.Volume(f"{host}-prometheus-data", name="prometheus-data", opts=on_host)
+        prometheus_data = docker.Volume(f"{host}-prometheus-data", name="prometheus-data", opts=volume_opts)
         self.prometheus = images.container(
             containers.prometheus_container(cfg), after_config, volume_names={"prometheus-data": prometheus_data.name}
         )
@@ -107,7 +105,7 @@ class MonitoringStack(pulumi.ComponentResource):
         self.grafana_admin_password = grafana_admin_password or random.RandomPassword(
             "grafana-admin-password", length=32, special=False, opts=child
         ).result
-        grafana_data = docker.Volume(f"{host}-grafana-data", name="grafana-data", opts=on_host)
+        grafana_data = docker.Volume(f"{host}-grafana-data", name="grafana-data", opts=volume_opts)
         self.grafana = images.container(
             containers.grafana_container(cfg),
             after_config,

@@ -11,7 +11,7 @@ from pulumi_command import remote
 from components import drain
 from components.config import ClusterConfig, PlacedNode
 from components.containers import ray_container
-from components.docker_container import docker_container
+from components.docker_container import docker_container, on_docker
 
 
 class RayNode(pulumi.ComponentResource):
@@ -28,7 +28,7 @@ class RayNode(pulumi.ComponentResource):
     ):
         name = placed.node.name
         super().__init__("ray-cluster:index:RayNode", name, None, opts)
-        on_node = pulumi.ResourceOptions(parent=self, provider=docker_provider)
+        on_node = on_docker(self, docker_provider, firewall_ready)
         spec = ray_container(cfg, placed)
         self.image = docker.RemoteImage(f"{name}-ray-image", name=spec.image, keep_locally=True, opts=on_node)
         # Ray starts only once the firewall is in place; workers only once the head is up.
@@ -44,12 +44,16 @@ class RayNode(pulumi.ComponentResource):
         self.drain_on_delete: Optional[remote.Command] = None
         if not placed.node.head:
             # Deleted before the container and the VM it depends on: whoever removes
-            # this node (schedule, config change, destroy), the node drains first.
+            # this node (schedule, config change, destroy), the node drains first. The
+            # container's id as a trigger makes a replaced container (a new image, new
+            # flags, a new VM) drain first too: Pulumi deletes a dependent that will be
+            # replaced before it deletes the container it depends on.
             self.drain_on_delete = remote.Command(
                 f"{name}-drain-on-delete",
                 connection=connection,
                 create="true",
                 delete=drain.drain_command(cfg, placed),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.container]),
+                triggers=[self.container.id],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.container], delete_before_replace=True),
             )
         self.register_outputs({"containerId": self.container.id, "imageId": self.image.image_id})

@@ -98,7 +98,8 @@ class RayVm(pulumi.ComponentResource):
             clone=vsphere.VirtualMachineCloneArgs(template_uuid=template.id),
             extra_config=extra_config,
             tags=[tier_tag_id],
-            opts=child,
+            # A VM name is unique in its folder: a replacement must delete the old VM first.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
         )
         self.ip = str(placed.node.ip)
         self.host_public_key = self.host_key.public_key_openssh

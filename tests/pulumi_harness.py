@@ -46,6 +46,8 @@ class Registration:
     provider: str
     dependencies: list[str]
     secret_inputs: set[str] = field(default_factory=set)
+    delete_before_replace: bool = False
+    replace_with: list[str] = field(default_factory=list)
 
 
 def _secret_keys(struct) -> set[str]:
@@ -87,6 +89,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     provider=request.provider,
                     dependencies=list(request.dependencies),
                     secret_inputs=_secret_keys(request.object),
+                    delete_before_replace=request.deleteBeforeReplace,
+                    replace_with=list(request.replace_with),
                 )
             )
         return response

@@ -13,6 +13,7 @@ CONTAINER = "docker:index/container:Container"
 COMMAND = "command:remote:Command"
 IMAGE = "docker:index/remoteImage:RemoteImage"
 DOCKER_PROVIDER = "pulumi:providers:docker"
+VOLUME = "docker:index/volume:Volume"
 
 NIGHT = "2026-11-22T22:00:00+01:00"  # 22:00 in Europe/Berlin (CET)
 NOON = "2026-11-22T12:00:00+01:00"
@@ -291,6 +292,29 @@ def test_drain_on_delete_for_every_worker_before_container_and_vm(night, prod_co
         # Pulumi deletes dependents first: the drain goes before the container and the VM.
         assert night.one(CONTAINER, f"{name}-ray").urn in waits_for
         assert night.one(VM, name).urn in waits_for
+
+
+def test_replacements_delete_first_and_take_what_runs_on_the_vm_along(night, prod_config):
+    """Fixed names (VM, containers, volumes) need delete-before-replace; a new VM gets its
+    firewall and everything on its Docker engine anew; a replaced worker container drains first."""
+    on_docker = [r for r in night.registrations if r.type.startswith("docker:index/")]
+    for placed in prod_config.placed_nodes:
+        name = placed.node.name
+        vm, ufw = night.one(VM, name), night.one(COMMAND, f"{name}-ufw")
+        assert vm.delete_before_replace
+        assert ufw.replace_with == [vm.urn]
+        provider = night.one(DOCKER_PROVIDER, f"{name}-docker")
+        mine = [r for r in on_docker if r.provider == f"{provider.urn}::{provider.name}-id"]
+        assert {r.type for r in mine} >= {CONTAINER, IMAGE}, name
+        assert all(r.replace_with == [ufw.urn] for r in mine), name
+        assert all(r.delete_before_replace for r in mine if r.type in (CONTAINER, VOLUME)), name
+        files = [r for r in night.of_type(COMMAND) if r.name.startswith(f"{name}-") and "stdin" in r.inputs and r is not ufw]
+        assert all(r.replace_with == [ufw.urn] for r in files), name  # the monitoring host's config files
+        if not placed.node.head:
+            drain_on_delete = night.one(COMMAND, f"{name}-drain-on-delete")
+            assert drain_on_delete.delete_before_replace
+            assert drain_on_delete.inputs["triggers"] == [f"{name}-ray-id"]  # the container's id
+    assert [r.name for r in night.of_type(VOLUME)] and all(r.replace_with for r in night.of_type(VOLUME))
 
 
 # ---- Monitoring ----

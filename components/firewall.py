@@ -27,7 +27,7 @@ class Firewall(pulumi.ComponentResource):
         # everything on its Docker engine, which is replaced with this command).
         # cloud-init may still be installing ufw when SSH first answers, hence the wait.
         self.command = remote.Command(
-            f"{name}-ufw",
+            firewall_rules.firewall_name(name),
             connection=connection,
             create="cloud-init status --wait >/dev/null; sudo sh -s",
             stdin=self.script,

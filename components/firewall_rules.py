@@ -22,6 +22,11 @@ from components.ports import MONITORING, RAY, SSH
 PortOrRange = Union[int, tuple[int, int]]
 
 
+def firewall_name(node_name: str) -> str:
+    """The name of the Command that converges a node's ufw (the policy pack looks for it)."""
+    return f"{node_name}-ufw"
+
+
 @dataclass(frozen=True)
 class UfwRule:
     """Allow `proto` to `port` (through `last_port`, if a range) from `source`."""

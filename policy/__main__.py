@@ -2,7 +2,8 @@
 
 Run by `pulumi preview/up --policy-pack policy` (the CLI starts it as
 `python -m pulumi.policy <engine> policy`). Only registration lives here: each
-policy hands the resource's inputs to the plain checks in policy/checks.py.
+policy hands the resource's inputs (or, for the stack policy, every resource's
+properties) to the plain checks in policy/checks.py.
 """
 import sys
 from functools import lru_cache
@@ -17,6 +18,8 @@ from pulumi_policy import (  # noqa: E402
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 
 from components.config import ConfigError  # noqa: E402
@@ -53,6 +56,15 @@ def dashboards_validate(args: ResourceValidationArgs, report_violation: ReportVi
         report_violation(message)
 
 
+def every_vm_firewalled(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    # Only the whole stack shows a firewall that is missing: no single resource does.
+    commands = {r.name: r.props for r in args.resources if r.resource_type == checks.REMOTE_COMMAND}
+    for vm in args.resources:
+        if vm.resource_type == checks.VIRTUAL_MACHINE:
+            for message in checks.vm_firewall_violations(vm.name, commands):
+                report_violation(message, vm.urn)
+
+
 POLICIES = [
     ResourceValidationPolicy(
         name="pinned-images",
@@ -79,8 +91,16 @@ POLICIES = [
     ),
     ResourceValidationPolicy(
         name="dashboards-admin-only",
-        description="The Ray dashboard, Grafana and Prometheus are open only to the admin and cluster networks.",
+        description=(
+            "Grafana and Prometheus are open only to the admin networks and single cluster hosts; "
+            "the Ray dashboard also to the cluster network."
+        ),
         validate=dashboards_validate,
+    ),
+    StackValidationPolicy(
+        name="every-vm-firewalled",
+        description="Every VM has its `<vm>-ufw` firewall command, and that firewall is default-deny.",
+        validate=every_vm_firewalled,
     ),
 ]
 

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 from components.config import ClusterConfig, pinned_ray_client, pinned_version
+from components.firewall_rules import firewall_name
 from components.ports import MONITORING, RAY
 
 REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 CONTAINER = "docker:index/container:Container"
 REMOTE_COMMAND = "command:remote:Command"
+VIRTUAL_MACHINE = "vsphere:index/virtualMachine:VirtualMachine"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 PortRange = tuple[int, int]
@@ -264,26 +266,65 @@ def firewall_violations(props: Mapping) -> list[str]:
     return problems
 
 
-def dashboard_sources(cfg: ClusterConfig) -> list[Network]:
-    """Who may reach the dashboards: the admin networks and the cluster network."""
-    return [*cfg.network.admin_cidrs, cfg.network.cidr]
+def vm_firewall_violations(vm_name: str, commands: Mapping[str, Mapping]) -> list[str]:
+    """A VM is firewalled by its `<vm>-ufw` Command, which must pass the default-deny checks.
+
+    `commands` maps every remote Command in the stack, by name, to its properties.
+    """
+    name = firewall_name(vm_name)
+    if name not in commands:
+        return [f"VM {vm_name} has no firewall: no `{name}` command converges its ufw"]
+    props = commands[name]
+    if ufw_intent(command_script(props)) is None:
+        return [f"VM {vm_name} has no firewall: its `{name}` command never changes ufw"]
+    problems = firewall_violations(props)
+    if problems:
+        return [f"VM {vm_name}'s firewall `{name}` is not default-deny: {'; '.join(problems)}"]
+    return []
 
 
-def dashboard_exposure_violations(props: Mapping, allowed: Sequence[Network]) -> list[str]:
-    """The Ray dashboard, Grafana and Prometheus are open only to networks inside `allowed`."""
+@dataclass(frozen=True)
+class DashboardSources:
+    """Who may reach the dashboards, from the stack's network config."""
+
+    admins: tuple[Network, ...]
+    cluster: Network
+
+
+def dashboard_sources(cfg: ClusterConfig) -> DashboardSources:
+    return DashboardSources(tuple(cfg.network.admin_cidrs), cfg.network.cidr)
+
+
+def _inside(network: Optional[Network], nets: Sequence[Network]) -> bool:
+    return network is not None and any(network.version == net.version and network.subnet_of(net) for net in nets)
+
+
+def _may_reach(dashboard: str, network: Optional[Network], sources: DashboardSources) -> bool:
+    """Admins reach every dashboard; the cluster network only what the cluster itself uses."""
+    if _inside(network, sources.admins):
+        return True
+    if dashboard == "Ray dashboard":
+        return _inside(network, [sources.cluster])  # workers and jobs reach the dashboard and Jobs API
+    # Grafana and Prometheus: one cluster host at most (the head's dashboard queries both server-side).
+    return _inside(network, [sources.cluster]) and network.num_addresses == 1
+
+
+def dashboard_exposure_violations(props: Mapping, sources: DashboardSources) -> list[str]:
+    """Grafana and Prometheus are open only to the admin networks and single cluster hosts; the Ray
+    dashboard also to the cluster network."""
     intent = ufw_intent(command_script(props))
     if intent is None:
         return []
     problems = []
     for rule in intent.allows:
-        opened = [name for name, port in DASHBOARDS.items() if rule.opens(port, port)]
-        network = rule.network
-        inside = network is not None and any(
-            network.version == net.version and network.subnet_of(net) for net in allowed
-        )
-        if opened and not inside:
+        opened = [
+            name for name, port in DASHBOARDS.items()
+            if rule.opens(port, port) and not _may_reach(name, rule.network, sources)
+        ]
+        if opened:
             problems.append(
-                f"`{rule.command}` opens {', '.join(opened)} to {rule.source}, outside the admin and "
-                f"cluster networks ({', '.join(map(str, allowed))})"
+                f"`{rule.command}` opens {', '.join(opened)} to {rule.source}: Grafana and Prometheus are for "
+                f"the admin networks ({', '.join(map(str, sources.admins))}) and single hosts of the cluster "
+                f"network, the Ray dashboard also for the whole cluster network ({sources.cluster})"
             )
     return problems

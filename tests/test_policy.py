@@ -26,7 +26,8 @@ from pulumi_harness import run_program
 
 NIGHT = "2026-11-22T22:00:00+01:00"  # every tier live
 RAY_IMAGE = f"rayproject/ray:{pinned_ray_client()}-py311"
-POLICIES = {"pinned-images", "supervised-containers", "no-published-ports", "firewall-default-deny", "dashboards-admin-only"}
+RESOURCE_POLICIES = {"pinned-images", "supervised-containers", "no-published-ports", "firewall-default-deny", "dashboards-admin-only"}
+STACK_POLICIES = {"every-vm-firewalled"}
 
 
 def night_run(tmp_path_factory, **changes):
@@ -42,7 +43,13 @@ def prod(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def allowed(prod_config):
+def elsewhere(tmp_path_factory):
+    """Monitoring away from the head, whose dashboard then reaches Grafana across hosts."""
+    return night_run(tmp_path_factory, monitoring={"host": "ray-ao-2"})
+
+
+@pytest.fixture(scope="module")
+def sources(prod_config):
     return checks.dashboard_sources(prod_config)
 
 
@@ -56,6 +63,11 @@ def firewalls(run):
     return [r for r in resources(run, checks.REMOTE_COMMAND) if r.name.endswith("-ufw")]
 
 
+def commands_by_name(run, without=()):
+    """Every remote Command's inputs by name, as the stack policy sees them (less `without`)."""
+    return {r.name: r.inputs for r in resources(run, checks.REMOTE_COMMAND) if r.name not in without}
+
+
 def with_rule(script: str, line: str) -> str:
     """The script with `line` added just before ufw is enabled."""
     assert "\nufw --force enable" in script
@@ -65,7 +77,9 @@ def with_rule(script: str, line: str) -> str:
 # --- the compliant program ---------------------------------------------------
 
 
-def test_program_passes_every_check(prod, allowed):
+@pytest.mark.parametrize("placement", ["prod", "elsewhere"])
+def test_program_passes_every_check(request, placement, sources):
+    prod = request.getfixturevalue(placement)
     for image in resources(prod, checks.REMOTE_IMAGE):
         assert checks.remote_image_violations(image.inputs) == [], image.name
     for container in resources(prod, checks.CONTAINER):
@@ -74,7 +88,10 @@ def test_program_passes_every_check(prod, allowed):
         assert checks.container_publishing_violations(container.inputs) == [], container.name
     for command in resources(prod, checks.REMOTE_COMMAND):
         assert checks.firewall_violations(command.inputs) == [], command.name
-        assert checks.dashboard_exposure_violations(command.inputs, allowed) == [], command.name
+        assert checks.dashboard_exposure_violations(command.inputs, sources) == [], command.name
+    commands = commands_by_name(prod)
+    for vm in resources(prod, checks.VIRTUAL_MACHINE):
+        assert checks.vm_firewall_violations(vm.name, commands) == [], vm.name
 
 
 def test_every_node_firewall_is_recognised_and_default_deny(prod):
@@ -209,22 +226,72 @@ def test_firewall_ignores_rules_that_do_not_open_ray_to_everyone(prod):
         (f"ufw allow from 192.168.0.0/16 to any port {MONITORING.prometheus} proto tcp", "Prometheus"),
         (f"ufw allow from 10.0.0.0/8 to any port {RAY.dashboard} proto tcp", "Ray dashboard"),
         ("ufw allow from 172.16.5.5", "Ray dashboard, Grafana, Prometheus"),
+        # The UIs are for people: the cluster network as a whole, or part of it, may not reach them.
+        (f"ufw allow from 10.20.0.0/24 to any port {MONITORING.grafana}", "Grafana"),
+        (f"ufw allow from 10.20.0.0/24 to any port {MONITORING.prometheus} proto tcp", "Prometheus"),
+        (f"ufw allow from 10.20.0.8/29 to any port {MONITORING.grafana} proto tcp", "Grafana"),
+        ("ufw allow from 10.20.0.0/24", "Grafana, Prometheus"),
+        (f"ufw allow from 192.168.1.7 to any port {MONITORING.grafana} proto tcp", "Grafana"),  # a host elsewhere
     ],
+    ids=["grafana-any", "prometheus-other-net", "ray-dashboard-other-net", "every-port-other-host",
+         "grafana-cluster", "prometheus-cluster", "grafana-cluster-part", "every-port-cluster", "grafana-other-host"],
 )
-def test_dashboard_outside_admin_and_cluster_networks_is_caught(prod, allowed, line, opened):
+def test_dashboard_beyond_its_sources_is_caught(prod, sources, line, opened):
     command = head_firewall(prod)
     command["stdin"] = with_rule(command["stdin"], line)
-    (message,) = checks.dashboard_exposure_violations(command, allowed)
+    (message,) = checks.dashboard_exposure_violations(command, sources)
     assert f"opens {opened} to" in message
 
 
-def test_dashboards_from_inside_admin_or_cluster_networks_pass(prod, allowed):
+def test_dashboards_from_their_sources_pass(prod, sources):
     command = head_firewall(prod)
     for line in (
         f"ufw allow from 10.30.0.128/25 to any port {MONITORING.grafana} proto tcp",  # part of an admin network
         f"ufw allow from 10.20.0.12 to any port {MONITORING.prometheus} proto tcp",  # a cluster host
+        f"ufw allow from 10.20.0.11/32 to any port {MONITORING.grafana} proto tcp",  # the same, as a /32
+        f"ufw allow from 10.20.0.0/24 to any port {RAY.dashboard} proto tcp",  # Ray's workers and jobs
     ):
-        assert checks.dashboard_exposure_violations({**command, "stdin": with_rule(command["stdin"], line)}, allowed) == []
+        assert checks.dashboard_exposure_violations({**command, "stdin": with_rule(command["stdin"], line)}, sources) == [], line
+
+
+def test_program_opens_the_uis_to_exactly_the_admins_and_the_head(elsewhere, prod_config):
+    """The shape the policy accepts is the one the program renders: no more, no less."""
+    monitor = checks.ufw_intent(elsewhere.one(checks.REMOTE_COMMAND, "ray-ao-2-ufw").inputs["stdin"])
+    for port in (MONITORING.grafana, MONITORING.prometheus):
+        opened_to = {rule.source for rule in monitor.allows if rule.opens(port, port)}
+        assert opened_to == {*map(str, prod_config.network.admin_cidrs), str(prod_config.head.node.ip)}
+
+
+# --- (f) every VM firewalled --------------------------------------------------------
+
+
+def test_every_vm_has_its_firewall(prod):
+    vms = resources(prod, checks.VIRTUAL_MACHINE)
+    assert {checks.firewall_name(vm.name) for vm in vms} == {r.name for r in firewalls(prod)}
+
+
+@pytest.mark.parametrize(
+    "change,problem",
+    [
+        (lambda commands: commands.pop("ray-hc-2-ufw"), "no `ray-hc-2-ufw` command converges its ufw"),
+        (lambda commands: commands["ray-hc-2-ufw"].update(stdin="echo no firewall\n"), "never changes ufw"),
+        (
+            lambda commands: commands["ray-hc-2-ufw"].update(stdin=commands["ray-hc-2-ufw"]["stdin"] + "ufw disable\n"),
+            "is not default-deny: the ufw script never ends with ufw enabled",
+        ),
+    ],
+    ids=["missing", "not-ufw", "disabled"],
+)
+def test_vm_without_a_working_firewall_is_caught(prod, change, problem):
+    commands = copy.deepcopy(commands_by_name(prod))
+    change(commands)
+    for vm in resources(prod, checks.VIRTUAL_MACHINE):
+        violations = checks.vm_firewall_violations(vm.name, commands)
+        if vm.name == "ray-hc-2":
+            (message,) = violations
+            assert message.startswith("VM ray-hc-2") and problem in message
+        else:
+            assert violations == [], vm.name
 
 
 # --- the pack, as the engine runs it ---------------------------------------------
@@ -273,15 +340,33 @@ def test_pack_registers_every_policy_as_mandatory(analyzer):
     info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
     assert info.name == "ray-cluster-guardrails"
     assert {p.name: analyzer_pb2.EnforcementLevel.Name(p.enforcementLevel) for p in info.policies} == {
-        name: "MANDATORY" for name in POLICIES
+        name: "MANDATORY" for name in RESOURCE_POLICIES | STACK_POLICIES
     }
 
 
-def test_pack_passes_the_whole_program(analyzer, prod, tmp_path_factory):
-    # Also with monitoring away from the head, whose dashboard then reaches Grafana across hosts.
-    elsewhere = night_run(tmp_path_factory, monitoring={"host": "ray-ao-2"})
-    for registration in prod.registrations + elsewhere.registrations:
-        assert analyze(analyzer, registration) == [], f"{registration.type} {registration.name}"
+def analyze_stack(analyzer, registrations):
+    """(policy, enforcement level, urn, message) for every diagnostic on the stack."""
+    stack = [
+        analyzer_pb2.AnalyzerResource(
+            type=r.type,
+            properties=json_format.ParseDict(r.inputs, struct_pb2.Struct()),
+            urn=r.urn,
+            name=r.name,
+            parent=r.parent,
+            dependencies=r.dependencies,
+        )
+        for r in registrations
+    ]
+    response = analyzer.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=stack))
+    levels = analyzer_pb2.EnforcementLevel
+    return [(d.policyName, levels.Name(d.enforcementLevel), d.urn, d.message) for d in response.diagnostics]
+
+
+def test_pack_passes_the_whole_program(analyzer, prod, elsewhere):
+    for run in (prod, elsewhere):
+        for registration in run.registrations:
+            assert analyze(analyzer, registration) == [], f"{registration.type} {registration.name}"
+        assert analyze_stack(analyzer, run.registrations) == []
 
 
 def test_pack_blocks_each_violation(analyzer, prod):
@@ -294,12 +379,20 @@ def test_pack_blocks_each_violation(analyzer, prod):
         "firewall-default-deny": (firewall, {"stdin": with_rule(firewall.inputs["stdin"], f"ufw allow {RAY.gcs}")}),
         "dashboards-admin-only": (
             firewall,
-            {"stdin": with_rule(firewall.inputs["stdin"], f"ufw allow from 192.168.1.0/24 to any port {MONITORING.grafana}")},
+            {"stdin": with_rule(firewall.inputs["stdin"], f"ufw allow from 10.20.0.0/24 to any port {MONITORING.grafana}")},
         ),
     }
-    assert set(cases) == POLICIES
+    assert set(cases) == RESOURCE_POLICIES
     for policy, (registration, changes) in cases.items():
         assert {(name, level) for name, level, _ in analyze(analyzer, registration, **changes)} == {(policy, "MANDATORY")}, policy
+
+
+def test_pack_blocks_a_vm_without_its_firewall(analyzer, prod):
+    vm = prod.one(checks.VIRTUAL_MACHINE, "ray-hc-2")
+    stack = [r for r in prod.registrations if r.name != "ray-hc-2-ufw"]
+    ((policy, level, urn, message),) = analyze_stack(analyzer, stack)
+    assert (policy, level, urn) == ("every-vm-firewalled", "MANDATORY", vm.urn)
+    assert "VM ray-hc-2 has no firewall" in message
 
 
 def test_unknown_image_during_preview_does_not_block(analyzer, prod):

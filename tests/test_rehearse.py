@@ -83,16 +83,10 @@ def changed_stack(project: Path) -> None:
     (project / "Pulumi.prod.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def changed_and_interrupted(tmp_path_factory) -> Rehearsed:
-    """The changed stack kept running: looked at while up, then stopped with Ctrl-C."""
-    project = tmp_path_factory.mktemp("changed-stack")
-    changed_stack(project)
+def interrupted(argv: list[str], when: str, look=lambda up: {}) -> Rehearsed:
+    """Run the rehearsal until a progress line contains `when`, `look` at it, then Ctrl-C."""
     started = dt.datetime.now(dt.timezone.utc)
-    process = subprocess.Popen(
-        rehearse("--project-dir", str(project), "--keep-running", "--json"),
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
 
     def read_stderr() -> None:
@@ -103,19 +97,10 @@ def changed_and_interrupted(tmp_path_factory) -> Rehearsed:
     reader.start()
     try:
         give_up = time.monotonic() + RUN_TIMEOUT_S
-        while not any("press Ctrl-C" in line for line in lines):
+        while not any(when in line for line in lines):
             assert process.poll() is None and time.monotonic() < give_up, "".join(lines)
-            time.sleep(0.5)
-        up = Rehearsed(started, 0, {}, "".join(lines), {})
-        dashboard, prometheus = up.printed_url("Ray dashboard"), up.printed_url("Prometheus")
-        nodes = get_json(f"{dashboard}/api/v0/nodes?detail=true", up.token)["data"]["result"]["result"]
-        printed_ports = {int(url.rsplit(":", 1)[1]) for url in (dashboard, prometheus)}
-        live = {
-            "alive": {(n["node_name"], n["labels"]["tier"]) for n in nodes if n["state"] == "ALIVE"},
-            "scraped": scraped_nodes(prometheus),
-            "listening": printed_ports & listening_ports(),
-            "printedPorts": printed_ports,
-        }
+            time.sleep(0.2)
+        live = look(Rehearsed(started, 0, {}, "".join(lines), {}))
         process.send_signal(signal.SIGINT)
         returncode = process.wait(timeout=120)
         reader.join(timeout=10)
@@ -128,6 +113,35 @@ def changed_and_interrupted(tmp_path_factory) -> Rehearsed:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture(scope="module")
+def changed_and_interrupted(tmp_path_factory) -> Rehearsed:
+    """The changed stack kept running: looked at while up, then stopped with Ctrl-C."""
+    project = tmp_path_factory.mktemp("changed-stack")
+    changed_stack(project)
+
+    def look(up: Rehearsed) -> dict:
+        dashboard, prometheus = up.printed_url("Ray dashboard"), up.printed_url("Prometheus")
+        nodes = get_json(f"{dashboard}/api/v0/nodes?detail=true", up.token)["data"]["result"]["result"]
+        printed_ports = {int(url.rsplit(":", 1)[1]) for url in (dashboard, prometheus)}
+        return {
+            "alive": {(n["node_name"], n["labels"]["tier"]) for n in nodes if n["state"] == "ALIVE"},
+            "scraped": scraped_nodes(prometheus),
+            "listening": printed_ports & listening_ports(),
+            "printedPorts": printed_ports,
+        }
+
+    return interrupted(rehearse("--project-dir", str(project), "--keep-running", "--json"), "press Ctrl-C", look)
+
+
+# Ctrl-C mid-step: while a node joins, and while the heavy node drains.
+MID_STEP = {"joining": "tier heavy-compute) from its rendered entrypoint", "draining": "the GCS accepted the drain"}
+
+
+@pytest.fixture(scope="module", params=list(MID_STEP))
+def interrupted_mid_step(request) -> Rehearsed:
+    return interrupted(rehearse("--schedule", "--json"), MID_STEP[request.param])
 
 
 def scraped_nodes(prometheus: str) -> set[str]:
@@ -236,6 +250,15 @@ def test_ctrl_c_ends_a_kept_running_rehearsal_cleanly(changed_and_interrupted):
     assert run.returncode == 0, run.stderr[-5000:]  # after the steps, Ctrl-C is the way out
     assert run.summary["ok"] and not run.summary["interrupted"]
     assert "cleaning up" in run.stderr
+
+
+def test_ctrl_c_mid_step_interrupts_and_cleans_up(interrupted_mid_step):
+    run = interrupted_mid_step
+    assert run.returncode == 130, run.stderr[-5000:]
+    assert run.summary["interrupted"] and not run.summary["ok"]
+    assert "cleaning up" in run.stderr
+    assert leftovers(run) == {"processes": [], "listening": [], "workDirExists": False}
+    assert run.summary["cleanup"] == {"processGroupsLeft": [], "portsStillListening": []}
 
 
 @pytest.mark.parametrize("rehearsal", ["prod_night", "changed_and_interrupted"])

@@ -77,10 +77,13 @@ def drain_deadline_seconds(
 
     A scheduled removal (now within the lead before a window end) may run until
     that window end, when the hardware goes down. Any other removal (a node
-    dropped from config, a destroy, an override) gets the configured grace.
+    dropped from config, a destroy, an override) gets the configured grace,
+    but never past the end of the window it is in: the hardware goes down then.
     """
+    grace_seconds = max(1, int(grace.total_seconds()))
     if window is not None:
         current = window.current(now)
-        if current is not None and now >= current.drain_start:
-            return max(1, int((current.end - now).total_seconds()))
-    return max(1, int(grace.total_seconds()))
+        if current is not None:
+            until_end = max(1, int((current.end - now).total_seconds()))
+            return until_end if now >= current.drain_start else min(grace_seconds, until_end)
+    return grace_seconds

@@ -212,7 +212,8 @@ class TestDrainDeadline:
             ((2026, 6, 11, 5, 45, 0), 900),  # the scheduled drain: until the window end
             ((2026, 6, 11, 5, 50, 0), 600),
             ((2026, 6, 11, 5, 59, 59), 1),
-            ((2026, 6, 11, 5, 44, 59), 1200),  # still live: removal is not the schedule's, grace
+            ((2026, 6, 11, 5, 44, 59), 901),  # still live: not the schedule's removal; grace, cut at the window end
+            ((2026, 6, 11, 5, 30, 0), 1200),  # the whole grace fits before the window end
             ((2026, 6, 11, 6, 0, 0), 1200),
             ((2026, 6, 11, 12, 0, 0), 1200),
             ((2026, 3, 29, 5, 50, 0), 600),  # the morning the clocks went forward

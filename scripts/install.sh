@@ -16,7 +16,7 @@ among() { local x="$1"; shift; local y; for y in "$@"; do [ "$x" = "$y" ] && ret
 # services on :9090/:9100 on all interfaces, and cloud-init would run at the next
 # boot. So: packages already present are left alone (not reinstalled or upgraded,
 # their services untouched); those this run installs get their services kept off.
-DEBS=(prometheus prometheus-node-exporter cloud-init ufw iproute2 iptables procps)
+DEBS=(prometheus prometheus-node-exporter cloud-init netplan.io ufw iproute2 iptables procps)
 missing=()
 for deb in "${DEBS[@]}"; do installed "$deb" || missing+=("$deb"); done
 

@@ -4,12 +4,15 @@ The metadata and user-data go through the same path as on a VM: the exact
 `guestinfo.*` values the program puts in `extra_config` are handed to
 cloud-init's VMware datasource (which also reads them from VMX_GUESTINFO_*
 environment variables), decoded, and then validated: user-data with
-`cloud-init schema`, the netplan v2 network with cloud-init's own parser.
+`cloud-init schema`, the netplan v2 network with cloud-init's own parser and
+with netplan itself, which renders it to systemd-networkd on the Ubuntu VMs.
 """
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
 from components import cloud_init
 from conftest import require_tool
@@ -19,6 +22,7 @@ from conftest import require_tool
 @pytest.fixture(autouse=True)
 def cloud_init_installed():
     require_tool("cloud-init", "Debian's cloud-init")
+
 
 HOST_PRIVATE = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
 HOST_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinnedHostKey host\n"
@@ -78,3 +82,32 @@ def test_schema_check_catches_a_broken_document(tmp_path):
     bad.write_text("#cloud-config\nusers: 5\n")
     result = subprocess.run(["cloud-init", "schema", "-c", str(bad)], capture_output=True, text=True)
     assert result.returncode != 0
+
+
+def netplan_generate(network: dict, root: Path) -> subprocess.CompletedProcess:
+    """netplan, which renders cloud-init's v2 network config on Ubuntu, run on `network` under `root`."""
+    require_tool("netplan", "netplan.io")
+    config = root / "etc" / "netplan" / "50-cloud-init.yaml"  # where cloud-init writes it
+    config.parent.mkdir(parents=True)
+    config.write_text(yaml.safe_dump({"network": network}))
+    config.chmod(0o600)
+    return subprocess.run(["netplan", "generate", "--root-dir", str(root)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_each_node_network_is_rendered_by_netplan(prod_config, tmp_path, index):
+    placed = prod_config.placed_nodes[index]
+    net = prod_config.network
+    result = netplan_generate(yaml.safe_load(cloud_init.metadata(prod_config, placed))["network"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    (networkd,) = (tmp_path / "run" / "systemd" / "network").glob("*.network")
+    lines = set(networkd.read_text().splitlines())
+    assert {"Name=en*", f"Address={placed.node.ip}/{net.cidr.prefixlen}", "Destination=0.0.0.0/0", f"Gateway={net.gateway}"} <= lines
+    assert {f"DNS={ip}" for ip in net.dns_servers} <= lines
+
+
+def test_netplan_catches_a_broken_network(prod_config, tmp_path):
+    """The check above can fail: an address without its prefix length is refused."""
+    network = yaml.safe_load(cloud_init.metadata(prod_config, prod_config.head))["network"]
+    network["ethernets"]["primary"]["addresses"] = [str(prod_config.head.node.ip)]
+    assert netplan_generate(network, tmp_path).returncode != 0

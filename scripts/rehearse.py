@@ -8,8 +8,9 @@ resources and environment rendered for its container, with a fresh token.
 Only what one machine forces is changed (`local_cluster.localize`): one node
 per tier (the head counts for its tier), addresses 127.0.0.1 (Ray advertises
 the machine's own address instead, and its gRPC servers listen on every
-interface, as on the VMs), ports moved by --port-offset, 2 CPUs and a small
-object store per node. Debian's Prometheus runs the rendered prometheus.yml,
+interface, as on the VMs), ports moved by --port-offset, and CPUs and object
+store scaled to this machine (its cores and 5% of its available memory, shared
+out; at least 2 CPUs, never more than the VM's). Debian's Prometheus runs the rendered prometheus.yml,
 alert rules and targets (pointed at the local nodes, listening on 127.0.0.1),
 and node-exporter serves the rendered expected-nodes file, as on the
 monitoring host.
@@ -69,11 +70,10 @@ OK, FAILED, UNUSABLE, INTERRUPTED = 0, 1, 2, 130
 PORT_OFFSET = 6000  # the shipped Ray ports moved by this; node i's by i * NODE_PORT_STEP more
 NODE_PORT_STEP = 10
 WORKER_PORTS = (42000, 43999)  # shared out between the nodes
-CPUS_PER_NODE = 2
+MIN_CPUS_PER_NODE = 2
+OBJECT_STORE_SHARE = 0.05  # of this machine's available memory, shared out between the nodes
+MIN_OBJECT_STORE_BYTES = 100 * 2**20
 SMOKE_TASKS = 20  # per tier
-# Twice what the tier's node runs at once: half of the night's work is still
-# waiting when the drain starts, and must wait for the next window.
-NIGHT_TASKS = 2 * CPUS_PER_NODE
 NIGHT_TASK_SECONDS = (6, 7, 8)
 PROMETHEUS_WAIT_S = 60
 STEP_TIMEOUT_S = 120
@@ -113,9 +113,34 @@ def rehearsal_nodes(cfg: ClusterConfig) -> list[PlacedNode]:
     ]
 
 
-def local_settings(cfg: ClusterConfig, nodes: list[PlacedNode], root: Path, port_offset: int) -> list[RayNodeSettings]:
-    localized = localize([ray_start.node_settings(cfg, p) for p in nodes], root, port_offset, NODE_PORT_STEP, WORKER_PORTS)
-    return [dataclasses.replace(s, num_cpus=CPUS_PER_NODE) for s in localized]
+@dataclasses.dataclass(frozen=True)
+class MachineShare:
+    """What each rehearsal node gets of this machine."""
+
+    cpus: int
+    object_store_bytes: int
+
+
+def machine_share(node_count: int) -> MachineShare:
+    """This machine's cores and a slice of its available memory, shared out between the nodes."""
+    cpus = max(MIN_CPUS_PER_NODE, (os.cpu_count() or 1) // node_count)
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return MachineShare(cpus, max(MIN_OBJECT_STORE_BYTES, int(available * OBJECT_STORE_SHARE / node_count)))
+
+
+def local_settings(cfg: ClusterConfig, nodes: list[PlacedNode], root: Path, port_offset: int, share: MachineShare) -> list[RayNodeSettings]:
+    """The rendered settings, localized, with this machine's share (never more than the VM's)."""
+    rendered = [ray_start.node_settings(cfg, p) for p in nodes]
+    localized = localize(rendered, root, port_offset, NODE_PORT_STEP, WORKER_PORTS)
+    return [
+        dataclasses.replace(
+            s,
+            num_cpus=min(share.cpus, vm.num_cpus),
+            object_store_bytes=min(share.object_store_bytes, vm.object_store_bytes),
+            shm_bytes=min(share.object_store_bytes, vm.object_store_bytes),
+        )
+        for s, vm in zip(localized, rendered)
+    ]
 
 
 def node_ports(s: RayNodeSettings) -> set[int]:
@@ -372,7 +397,8 @@ class Rehearsal:
         # Short: Ray's unix socket paths under each node's temp dir are limited.
         self.work = Path(tempfile.mkdtemp(prefix="rehearse-", dir="/tmp"))
         self.stack.callback(shutil.rmtree, self.work, ignore_errors=True)
-        self.settings = {s.node_name: s for s in local_settings(cfg, list(self.placed.values()), self.work, port_offset)}
+        self.share = machine_share(len(self.placed))
+        self.settings = {s.node_name: s for s in local_settings(cfg, list(self.placed.values()), self.work, port_offset, self.share)}
         self.monitoring = LocalMonitoring(cfg, self.work)
         head = next(iter(self.settings.values()))
         # The head's dashboard queries Prometheus (the rendered variables, pointed here); no Grafana runs here.
@@ -390,7 +416,10 @@ class Rehearsal:
             "rayClientAddress": f"ray://{LOOPBACK}:{head.ports.client}",
             "prometheus": None,
             "nodes": [
-                {"name": name, "tier": p.tier_name, "head": p.node.head, "ports": dataclasses.asdict(self.settings[name].ports)}
+                {
+                    "name": name, "tier": p.tier_name, "head": p.node.head, "ports": dataclasses.asdict(self.settings[name].ports),
+                    "cpus": self.settings[name].num_cpus, "objectStoreBytes": self.settings[name].object_store_bytes,
+                }
                 for name, p in self.placed.items()
             ],
             "ports": sorted(set().union(*map(node_ports, self.settings.values()))),
@@ -480,7 +509,8 @@ class Rehearsal:
     def announce_up(self) -> None:
         s = self.summary
         print("\n".join([
-            f"rehearsal cluster up ({', '.join(self.cluster.nodes)}):",
+            f"rehearsal cluster up ({', '.join(self.cluster.nodes)}), each node "
+            f"{self.share.cpus} CPUs and a {self.share.object_store_bytes // 2**20} MiB object store (this machine's share):",
             f"  Ray dashboard:  {s['rayDashboard']}",
             f"  Prometheus:     {s['prometheus'] or 'not running'}",
             f"  Ray address:    {s['rayAddress']}   Ray Client: {s['rayClientAddress']}",
@@ -555,15 +585,18 @@ class Rehearsal:
             except ray.exceptions.RayError:
                 return None
 
-        tasks = [f"{tier}-{i}" for i in range(NIGHT_TASKS)]
+        # Twice what the node runs at once: half of the night's work is still
+        # waiting when the drain starts, and must wait for the next window.
+        runs_at_once = s.num_cpus
+        tasks = [f"{tier}-{i}" for i in range(2 * runs_at_once)]
         refs = [
             work.options(label_selector={ray_state.TIER_LABEL: tier}).remote(task, NIGHT_TASK_SECONDS[i % len(NIGHT_TASK_SECONDS)], executions)
             for i, task in enumerate(tasks)
         ]
         say(f"night: {len(tasks)} retriable tasks of {min(NIGHT_TASK_SECONDS)}-{max(NIGHT_TASK_SECONDS)}s "
-            f"with label_selector tier={tier}; {s.node_name} runs {CPUS_PER_NODE} at once")
+            f"with label_selector tier={tier}; {s.node_name} runs {runs_at_once} at once")
         wait_until(f"the first tasks to start on {s.node_name}",
-                   lambda: len(ray.get(executions.get.remote())) >= CPUS_PER_NODE, STEP_TIMEOUT_S, every=0.5)
+                   lambda: len(ray.get(executions.get.remote())) >= runs_at_once, STEP_TIMEOUT_S, every=0.5)
 
         report["morning"] = self.morning(tier, night.drain_start)
         done, waiting = ray.wait(refs, num_returns=len(refs), timeout=0)

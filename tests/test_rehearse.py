@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from scripts.rehearse import listening_ports
+from scripts.rehearse import MIN_OBJECT_STORE_BYTES, listening_ports, machine_share
 
 ROOT = Path(__file__).resolve().parent.parent
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -127,6 +127,7 @@ def changed_and_interrupted(tmp_path_factory) -> Rehearsed:
         printed_ports = {int(url.rsplit(":", 1)[1]) for url in (dashboard, prometheus)}
         return {
             "alive": {(n["node_name"], n["labels"]["tier"]) for n in nodes if n["state"] == "ALIVE"},
+            "resources": {n["node_name"]: n["resources_total"] for n in nodes if n["state"] == "ALIVE"},
             "scraped": scraped_nodes(prometheus),
             "listening": printed_ports & listening_ports(),
             "printedPorts": printed_ports,
@@ -242,6 +243,18 @@ def test_the_rehearsal_runs_the_changed_stack_not_a_copy_of_its_own(changed_and_
     assert run.live["scraped"] == {"ray-ao-1", "ray-ao-2", "ray-ao-3", "ray-hc-7", "ray-hc-2", "ray-hc-3", "ray-gpu-1"}
     smoke = {r["tier"]: r["ok"] for r in run.summary["smoke"]}
     assert smoke == {"always-on": True, "heavy-compute": True, "gpu-night": True}
+
+
+def test_each_node_gets_its_share_of_this_machine(changed_and_interrupted):
+    run = changed_and_interrupted
+    share = machine_share(3)  # three tiers, one node each
+    planned = {n["name"]: n for n in run.summary["nodes"]}
+    assert {name: r["CPU"] for name, r in run.live["resources"].items()} == {name: share.cpus for name in planned}
+    for name, resources in run.live["resources"].items():
+        assert planned[name]["cpus"] == share.cpus
+        # Ray rounds the object store to its allocation granularity.
+        assert resources["object_store_memory"] == pytest.approx(planned[name]["objectStoreBytes"], rel=0.01)
+        assert planned[name]["objectStoreBytes"] >= MIN_OBJECT_STORE_BYTES
 
 
 def test_ctrl_c_ends_a_kept_running_rehearsal_cleanly(changed_and_interrupted):

@@ -24,12 +24,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from components import ray_start
 from components.ray_start import RayNodeSettings
 
 LOOPBACK = "127.0.0.1"
+PROGRESS_EVERY_S = 10
 
 
 def localize(
@@ -90,8 +91,10 @@ class LocalCluster:
         token: Optional[str] = None,
         join_timeout: float = 90,
         extra_env: Optional[Mapping[str, Mapping[str, str]]] = None,
+        progress: Callable[[str], None] = lambda message: None,
     ):
-        """`extra_env`: node name -> variables added to its environment (as RayNode's extra_env)."""
+        """`extra_env`: node name -> variables added to its environment (as RayNode's extra_env);
+        `progress` hears about joins that take a while."""
         heads = [s for s in nodes if s.is_head]
         if len(heads) != 1 or not nodes[0].is_head:
             raise ValueError("the first node, and only it, must be the head")
@@ -99,6 +102,7 @@ class LocalCluster:
         self.head = heads[0]
         self.token = token or secrets.token_hex(32)
         self.join_timeout = join_timeout
+        self.progress = progress
         self.extra_env = dict(extra_env or {})
         self.nodes: dict[str, LocalNode] = {}
 
@@ -152,8 +156,12 @@ class LocalCluster:
 
     def _wait_joined(self, s: RayNodeSettings) -> None:
         node = self.nodes[s.node_name]
-        give_up = time.monotonic() + self.join_timeout
+        started = time.monotonic()
+        give_up, next_word = started + self.join_timeout, started + PROGRESS_EVERY_S
         while time.monotonic() < give_up:
+            if time.monotonic() >= next_word:
+                self.progress(f"still waiting for {s.node_name} to join ({time.monotonic() - started:.0f}s of {self.join_timeout:g}s)")
+                next_word += PROGRESS_EVERY_S
             if node.process.poll() is not None:
                 raise RuntimeError(f"{s.node_name} exited with {node.process.returncode}:\n{node.log_path.read_text()[-3000:]}")
             if any(n["node_name"] == s.node_name and n["state"] == "ALIVE" for n in self._try_nodes()):

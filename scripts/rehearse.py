@@ -63,7 +63,7 @@ from components.ray_start import RayNodeSettings
 from components.schedule import DailyWindow, Window
 from components.stack import PROJECT_DIR, read_stack_file
 from scripts import ray_state
-from scripts.local_cluster import LOOPBACK, LocalCluster, driver, kill_node_processes, localize
+from scripts.local_cluster import LOOPBACK, PROGRESS_EVERY_S, LocalCluster, driver, kill_node_processes, localize
 
 OK, FAILED, UNUSABLE, INTERRUPTED = 0, 1, 2, 130
 
@@ -95,10 +95,15 @@ def say(message: str) -> None:
 
 
 def wait_until(what: str, probe: Callable[[], Any], timeout: float, every: float = 1) -> Any:
-    give_up = time.monotonic() + timeout
+    """probe() until it answers; a word every PROGRESS_EVERY_S for whoever watches."""
+    started = time.monotonic()
+    next_word = started + PROGRESS_EVERY_S
     while not (result := probe()):
-        if time.monotonic() > give_up:
+        if time.monotonic() > started + timeout:
             raise StepFailed(f"waited {timeout:g}s for {what}")
+        if time.monotonic() >= next_word:
+            say(f"still waiting for {what} ({time.monotonic() - started:.0f}s of {timeout:g}s)")
+            next_word += PROGRESS_EVERY_S
         time.sleep(every)
     return result
 
@@ -403,7 +408,7 @@ class Rehearsal:
         head = next(iter(self.settings.values()))
         # The head's dashboard queries Prometheus (the rendered variables, pointed here); no Grafana runs here.
         head_env = {"RAY_PROMETHEUS_HOST": self.monitoring.url, "RAY_PROMETHEUS_NAME": mc.ray_dashboard_env(cfg)["RAY_PROMETHEUS_NAME"]}
-        self.cluster = LocalCluster([head], extra_env={head.node_name: head_env})
+        self.cluster = LocalCluster([head], extra_env={head.node_name: head_env}, progress=say)
         self.processes: list[dict] = []  # every process group started: {"name", "pid"}
         self.foreign_ports: set[int] = set()  # in use before the rehearsal began: not its own
         self.summary: dict[str, Any] = {

@@ -33,4 +33,12 @@ class Firewall(pulumi.ComponentResource):
             stdin=self.script,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[vm], replace_with=[vm]),
         )
+        # Then a timer re-applies the same script, so a hand-made change does not last.
+        self.guard = remote.Command(
+            f"{name}-ufw-guard",
+            connection=connection,
+            create="sudo sh -s",
+            stdin=firewall_rules.guard_install_script(self.script),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.command], replace_with=[vm]),
+        )
         self.register_outputs({"rules": self.script})

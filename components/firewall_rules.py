@@ -18,6 +18,7 @@ from typing import Optional, Union
 
 from components.config import ClusterConfig, PlacedNode
 from components.ports import MONITORING, RAY, SSH
+from components.remote_files import write_files_script
 
 PortOrRange = Union[int, tuple[int, int]]
 
@@ -146,3 +147,43 @@ while IFS= read -r rule; do
 done
 ufw --force enable
 """
+
+
+# Drift: a rule added or removed by hand (seed 002's fix for a worker that could not
+# reach the head) would last until the rule set next changes. A timer re-applies it.
+GUARD_SCRIPT = "/etc/ray-cluster/ufw.sh"
+GUARD_UNIT = "ray-cluster-ufw"
+GUARD_EVERY = "15min"
+
+
+def guard_files(script: str) -> dict[str, str]:
+    """The converging script and the systemd timer that re-runs it, by host path."""
+    service = f"""[Unit]
+Description=ray-cluster: converge ufw to the rule set Pulumi rendered (undo hand edits)
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh {GUARD_SCRIPT}
+"""
+    timer = f"""[Unit]
+Description=ray-cluster: re-apply the rendered ufw rule set every {GUARD_EVERY}
+
+[Timer]
+OnBootSec=2min
+OnUnitActiveSec={GUARD_EVERY}
+
+[Install]
+WantedBy=timers.target
+"""
+    return {
+        GUARD_SCRIPT: script,
+        f"/etc/systemd/system/{GUARD_UNIT}.service": service,
+        f"/etc/systemd/system/{GUARD_UNIT}.timer": timer,
+    }
+
+
+def guard_install_script(script: str) -> str:
+    """Shell (as root) that installs the guard and starts its timer."""
+    return write_files_script(
+        guard_files(script), then=f"systemctl daemon-reload && systemctl enable --now {GUARD_UNIT}.timer"
+    )

@@ -8,10 +8,13 @@ test ranges that exist only inside those namespaces, run the very script
 import copy
 import dataclasses
 import ipaddress
+import subprocess
+from pathlib import Path
 
 import pytest
 
 import netns
+from conftest import require_tool
 from components import config
 from components import firewall_rules as fw
 from components.ports import MONITORING, RAY, SSH
@@ -141,6 +144,24 @@ def test_no_rule_is_ever_rendered_for_the_world():
         fw.UfwRule(port=RAY.gcs, source="0.0.0.0/0", comment="gcs")
 
 
+def test_the_guard_timer_is_a_valid_systemd_unit_that_reruns_the_script(prod_config, tmp_path):
+    require_tool("systemd-analyze", "systemd (with netplan.io)")
+    script = fw.ufw_script(fw.firewall_rules(prod_config, prod_config.head))
+    files = fw.guard_files(script)
+    assert files[fw.GUARD_SCRIPT] == script
+    units = []
+    for path, text in files.items():
+        if path.endswith((".service", ".timer")):
+            units.append(tmp_path / Path(path).name)
+            units[-1].write_text(text)
+    assert sorted(u.name for u in units) == [f"{fw.GUARD_UNIT}.service", f"{fw.GUARD_UNIT}.timer"]
+    verified = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True)
+    # verify exits 0 on many problems it only prints: any output is a problem.
+    assert verified.returncode == 0 and verified.stdout + verified.stderr == "", verified.stdout + verified.stderr
+    assert f"ExecStart=/bin/sh {fw.GUARD_SCRIPT}" in files[f"/etc/systemd/system/{fw.GUARD_UNIT}.service"]
+    assert f"OnUnitActiveSec={fw.GUARD_EVERY}" in files[f"/etc/systemd/system/{fw.GUARD_UNIT}.timer"]
+
+
 # --- The real ufw ---------------------------------------------------------------------------------
 
 
@@ -247,3 +268,16 @@ def test_rules_gone_from_config_are_gone_from_the_host(lab, ufw_state, lab_cfg, 
     assert reaches(lab) == {**REACHES, "admin2": set()}
     assert added_rules(lab, ufw_state) == [f"ufw {rule.command}" for rule in fw.firewall_rules(shrunk, shrunk.head)]
     assert connected == [0]
+
+
+def test_the_guard_undoes_a_rule_added_by_hand(lab, ufw_state, lab_cfg):
+    """Seed 002's fix (`ufw allow 6379`, for everyone) lasts until the guard's timer runs its script."""
+    converge(lab, ufw_state, lab_cfg)
+    rendered = added_rules(lab, ufw_state)
+    ufw_query(lab, ufw_state, f"ufw allow {RAY.gcs}/tcp")
+    assert reaches(lab)["outsider"] == {"gcs"}
+    guarded = fw.guard_files(fw.ufw_script(fw.firewall_rules(lab_cfg, lab_cfg.head)))[fw.GUARD_SCRIPT]
+    result = netns.run_ufw(lab.node, ufw_state, guarded)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert added_rules(lab, ufw_state) == rendered
+    assert reaches(lab) == REACHES

@@ -211,6 +211,9 @@ def test_every_live_vm_has_firewall_then_ray(night, prod_config):
         ufw = night.one(COMMAND, f"{name}-ufw")
         assert ufw.inputs["stdin"] == firewall_rules.ufw_script(firewall_rules.firewall_rules(prod_config, placed))
         assert vm.urn in ufw.dependencies
+        guard = night.one(COMMAND, f"{name}-ufw-guard")
+        assert guard.inputs["stdin"] == firewall_rules.guard_install_script(ufw.inputs["stdin"])
+        assert ufw.urn in guard.dependencies, "the timer re-applies what the firewall step applied"
         container = night.one(CONTAINER, f"{name}-ray")
         assert ufw.urn in container.dependencies, "Ray must start only after the firewall"
         assert (head_container.urn in container.dependencies) == (not placed.node.head), "workers wait for the head"
@@ -300,15 +303,15 @@ def test_replacements_delete_first_and_take_what_runs_on_the_vm_along(night, pro
     on_docker = [r for r in night.registrations if r.type.startswith("docker:index/")]
     for placed in prod_config.placed_nodes:
         name = placed.node.name
-        vm, ufw = night.one(VM, name), night.one(COMMAND, f"{name}-ufw")
+        vm, ufw, guard = night.one(VM, name), night.one(COMMAND, f"{name}-ufw"), night.one(COMMAND, f"{name}-ufw-guard")
         assert vm.delete_before_replace
-        assert ufw.replace_with == [vm.urn]
+        assert ufw.replace_with == guard.replace_with == [vm.urn]
         provider = night.one(DOCKER_PROVIDER, f"{name}-docker")
         mine = [r for r in on_docker if r.provider == f"{provider.urn}::{provider.name}-id"]
         assert {r.type for r in mine} >= {CONTAINER, IMAGE}, name
         assert all(r.replace_with == [ufw.urn] for r in mine), name
         assert all(r.delete_before_replace for r in mine if r.type in (CONTAINER, VOLUME)), name
-        files = [r for r in night.of_type(COMMAND) if r.name.startswith(f"{name}-") and "stdin" in r.inputs and r is not ufw]
+        files = [r for r in night.of_type(COMMAND) if r.name.startswith(f"{name}-") and "stdin" in r.inputs and r not in (ufw, guard)]
         assert all(r.replace_with == [ufw.urn] for r in files), name  # the monitoring host's config files
         if not placed.node.head:
             drain_on_delete = night.one(COMMAND, f"{name}-drain-on-delete")

@@ -29,7 +29,7 @@ class Firewall(pulumi.ComponentResource):
         self.command = remote.Command(
             firewall_rules.firewall_name(name),
             connection=connection,
-            create="cloud-init status --wait >/dev/null; sudo sh -s",
+            create=f"cloud-init status --wait >/dev/null; sudo flock {firewall_rules.GUARD_LOCK} sh -s",
             stdin=self.script,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[vm], replace_with=[vm]),
         )

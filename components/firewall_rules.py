@@ -154,6 +154,8 @@ ufw --force enable
 GUARD_SCRIPT = "/etc/ray-cluster/ufw.sh"
 GUARD_UNIT = "ray-cluster-ufw"
 GUARD_EVERY = "15min"
+# The timer and a `pulumi up` never run ufw at the same time.
+GUARD_LOCK = "/run/lock/ray-cluster-ufw.lock"
 
 
 def guard_files(script: str) -> dict[str, str]:
@@ -163,7 +165,7 @@ Description=ray-cluster: converge ufw to the rule set Pulumi rendered (undo hand
 
 [Service]
 Type=oneshot
-ExecStart=/bin/sh {GUARD_SCRIPT}
+ExecStart=/usr/bin/flock {GUARD_LOCK} /bin/sh {GUARD_SCRIPT}
 """
     timer = f"""[Unit]
 Description=ray-cluster: re-apply the rendered ufw rule set every {GUARD_EVERY}

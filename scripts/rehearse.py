@@ -63,7 +63,7 @@ from components.ray_start import RayNodeSettings
 from components.schedule import DailyWindow, Window
 from components.stack import PROJECT_DIR, read_stack_file
 from scripts import ray_state
-from scripts.local_cluster import LOOPBACK, PROGRESS_EVERY_S, LocalCluster, driver, kill_node_processes, localize
+from scripts.local_cluster import LOOPBACK, Heartbeat, LocalCluster, driver, kill_node_processes, localize
 
 OK, FAILED, UNUSABLE, INTERRUPTED = 0, 1, 2, 130
 
@@ -95,15 +95,12 @@ def say(message: str) -> None:
 
 
 def wait_until(what: str, probe: Callable[[], Any], timeout: float, every: float = 1) -> Any:
-    """probe() until it answers; a word every PROGRESS_EVERY_S for whoever watches."""
-    started = time.monotonic()
-    next_word = started + PROGRESS_EVERY_S
+    """probe() until it answers, saying so on long waits."""
+    heartbeat = Heartbeat(what, timeout, say)
     while not (result := probe()):
-        if time.monotonic() > started + timeout:
+        if time.monotonic() > heartbeat.started + timeout:
             raise StepFailed(f"waited {timeout:g}s for {what}")
-        if time.monotonic() >= next_word:
-            say(f"still waiting for {what} ({time.monotonic() - started:.0f}s of {timeout:g}s)")
-            next_word += PROGRESS_EVERY_S
+        heartbeat.tick()
         time.sleep(every)
     return result
 
@@ -137,15 +134,11 @@ def local_settings(cfg: ClusterConfig, nodes: list[PlacedNode], root: Path, port
     """The rendered settings, localized, with this machine's share (never more than the VM's)."""
     rendered = [ray_start.node_settings(cfg, p) for p in nodes]
     localized = localize(rendered, root, port_offset, NODE_PORT_STEP, WORKER_PORTS)
-    return [
-        dataclasses.replace(
-            s,
-            num_cpus=min(share.cpus, vm.num_cpus),
-            object_store_bytes=min(share.object_store_bytes, vm.object_store_bytes),
-            shm_bytes=min(share.object_store_bytes, vm.object_store_bytes),
-        )
-        for s, vm in zip(localized, rendered)
-    ]
+    shared = []
+    for s, vm in zip(localized, rendered):
+        store = min(share.object_store_bytes, vm.object_store_bytes)
+        shared.append(dataclasses.replace(s, num_cpus=min(share.cpus, vm.num_cpus), object_store_bytes=store, shm_bytes=store))
+    return shared
 
 
 def node_ports(s: RayNodeSettings) -> set[int]:

@@ -22,6 +22,8 @@ from typing import Iterator
 
 import pytest
 
+from conftest import require_tool
+
 UFW_STATE = (Path("/etc/ufw"), Path("/etc/default/ufw"))
 
 # Binds each port given on the command line, says "ready", holds them until stdin closes.
@@ -92,9 +94,8 @@ def unavailable_reason() -> str | None:
 
 def require_namespaces() -> None:
     """Skips where namespaces are impossible (no root); fails where scripts/install.sh was not run."""
-    missing = [f"{tool} (apt: {package})" for tool, package in NEEDED_TOOLS.items() if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(f"not installed: {', '.join(missing)}: run scripts/install.sh")
+    for tool, package in NEEDED_TOOLS.items():
+        require_tool(tool, package)
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)

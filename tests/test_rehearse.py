@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from scripts import rehearse as rehearse_module
+from scripts import local_cluster, rehearse as rehearse_module
 from scripts.rehearse import MIN_OBJECT_STORE_BYTES, listening_ports, machine_share
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,7 +284,7 @@ def test_nothing_of_the_rehearsal_is_left(rehearsal, request):
 
 
 def test_long_waits_keep_telling_the_person_watching(monkeypatch, capsys):
-    monkeypatch.setattr(rehearse_module, "PROGRESS_EVERY_S", 0.1)
+    monkeypatch.setattr(local_cluster, "PROGRESS_EVERY_S", 0.1)
     done_at = time.monotonic() + 0.35
     assert rehearse_module.wait_until("the thing", lambda: time.monotonic() > done_at, timeout=5, every=0.02)
     words = [line for line in capsys.readouterr().err.splitlines() if "still waiting for the thing" in line]

@@ -1,9 +1,9 @@
 """ray-cluster: config -> the cluster component -> stack outputs."""
 import pulumi
 
-from components.cluster import RayCluster
-from components.ssh_access import client_root
-from components.stack import read_pulumi_config
+from components.resources.cluster import RayCluster
+from components.resources.ssh_access import client_root
+from components.resources.stack_config import read_pulumi_config
 
 cfg, secrets = read_pulumi_config()
 cluster = RayCluster(

@@ -22,8 +22,8 @@ from pulumi_policy import (  # noqa: E402
     StackValidationPolicy,
 )
 
-from components.config import ConfigError  # noqa: E402
-from components.stack import read_stack_file  # noqa: E402
+from components.model.config import ConfigError  # noqa: E402
+from components.model.stack import read_stack_file  # noqa: E402
 from policy import checks  # noqa: E402
 
 

@@ -17,9 +17,10 @@ import shlex
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-from components.config import ClusterConfig, pinned_ray_client, pinned_version
-from components.firewall_rules import firewall_name
-from components.ports import MONITORING, RAY
+from components.model.config import ClusterConfig
+from components.model.versions import pinned_ray_client, pinned_version
+from components.render.firewall_rules import firewall_name
+from components.model.ports import MONITORING, RAY
 
 REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 CONTAINER = "docker:index/container:Container"

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from conftest import prod_raw  # noqa: E402
-from pulumi_harness import ProgramRun, run_program  # noqa: E402
+from components.model.stack import stack_file_keys  # noqa: E402
+from scripts.ops.program_mocks import ProgramRun, run_program  # noqa: E402
 
 NIGHT = "2026-11-22T22:00:00+01:00"  # inside every night window: all tiers live
 SIZES = (30, 120, 300)
@@ -39,7 +39,7 @@ COMPONENT_PREFIX = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"] + 
 
 
 def prod_stack() -> dict:
-    raw = prod_raw()
+    raw = stack_file_keys("prod")
     raw["at"] = NIGHT
     return raw
 

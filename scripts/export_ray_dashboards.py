@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ray.dashboard.modules.metrics.metrics_head import MetricsHead
 
-from components.monitoring_config import DASHBOARDS_SOURCE_DIR, DATASOURCE_NAME
+from components.render.monitoring_config import DASHBOARDS_SOURCE_DIR, DATASOURCE_NAME
 
 RAY_DASHBOARD_SUFFIX = "_grafana_dashboard.json"  # how Ray names every dashboard it writes
 

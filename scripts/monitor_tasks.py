@@ -19,7 +19,7 @@ import sys
 from collections import Counter
 from typing import Optional
 
-from scripts import ray_state
+from scripts.ops import ray_state
 
 RUNNING_STATES = {"RUNNING", "RUNNING_IN_RAY_GET", "RUNNING_IN_RAY_WAIT"}
 DONE_STATES = {"FINISHED", "FAILED"}

@@ -54,16 +54,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 from zoneinfo import ZoneInfo
 
-from components import drain, ray_start
-from components import monitoring_config as mc
-from components.config import ClusterConfig, ConfigError, PlacedNode
-from components.monitoring_config import Endpoint
-from components.ports import MonitoringPorts, RayPorts
-from components.ray_start import RayNodeSettings
-from components.schedule import DailyWindow, Window
-from components.stack import PROJECT_DIR, read_stack_file
-from scripts import ray_state
-from scripts.local_cluster import LOOPBACK, Heartbeat, LocalCluster, driver, kill_node_processes, localize
+from components.render import drain, ray_start
+from components.render import monitoring_config as mc
+from components.model.config import ClusterConfig, ConfigError, PlacedNode
+from components.render.monitoring_config import Endpoint
+from components.model.ports import MonitoringPorts, RayPorts
+from components.render.ray_start import RayNodeSettings
+from components.model.schedule import DailyWindow, Occurrence
+from components.model.stack import PROJECT_DIR, read_stack_file
+from scripts.ops import ray_state
+from scripts.ops.local_cluster import LOOPBACK, Heartbeat, LocalCluster, driver, kill_node_processes, localize
 
 OK, FAILED, UNUSABLE, INTERRUPTED = 0, 1, 2, 130
 
@@ -180,7 +180,7 @@ def rehearsed_windows(cfg: ClusterConfig) -> dict[str, DailyWindow]:
     return {name: tier.window for name, tier in cfg.tiers.items() if tier.window and tier.override is None}
 
 
-def next_window(window: DailyWindow, after: dt.datetime) -> Window:
+def next_window(window: DailyWindow, after: dt.datetime) -> Occurrence:
     """The first occurrence of `window` that starts after `after`."""
     local_date = after.astimezone(ZoneInfo(window.timezone)).date()
     return next(w for w in (window.occurrence(local_date + dt.timedelta(days=d)) for d in range(3)) if w.start > after)
@@ -547,7 +547,7 @@ class Rehearsal:
         self.monitoring.show(self.cfg, at)
         return {"at": at.isoformat(), "live": live, "joinSeconds": joined}
 
-    def night(self, ray, tier: str, night: Window, evening: dict) -> dict:
+    def night(self, ray, tier: str, night: Occurrence, evening: dict) -> dict:
         """Work at night, the morning drain, the VM deleted, the next evening: no work lost."""
         s = self.first_node(tier)
         report: dict[str, Any] = {

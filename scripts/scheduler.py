@@ -48,11 +48,11 @@ from zoneinfo import ZoneInfo
 
 from pulumi import automation as auto
 
-from components import drain
-from components.config import NAMESPACE, ClusterConfig, ConfigError
-from components.ssh_access import client_root, docker_ssh_opts
-from components.stack import read_stack_file
-from scripts import ray_state
+from components.render import drain
+from components.model.config import NAMESPACE, ClusterConfig, ConfigError
+from components.resources.ssh_access import client_root, docker_ssh_opts
+from components.model.stack import read_stack_file
+from scripts.ops import ray_state
 
 OK, FAILED, USAGE, OVERLAP, STACK_LOCKED, NOT_JOINED, DRAIN_INCOMPLETE = 0, 1, 2, 3, 4, 5, 6
 SECRET_MASK = "[secret]"

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Optional
 
-from scripts import ray_state
+from scripts.ops import ray_state
 
 
 def run_tier(ray, tier: str, node_ids: set[str], tasks: int, timeout: float) -> dict:

@@ -1,15 +1,14 @@
-import copy
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components import config  # noqa: E402
+from components.model import config  # noqa: E402
+from components.model.stack import stack_file_keys  # noqa: E402
 
 
 def require_tool(tool: str, package: str) -> None:
@@ -20,10 +19,7 @@ def require_tool(tool: str, package: str) -> None:
 
 def prod_raw() -> dict:
     """The prod stack's `ray-cluster:*` keys, namespace stripped (a fresh copy)."""
-    document = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
-    return copy.deepcopy(
-        {k.split(":", 1)[1]: v for k, v in document["config"].items() if k.startswith("ray-cluster:")}
-    )
+    return stack_file_keys("prod")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import cloud_init
+from components.render import cloud_init
 from conftest import require_tool
 
 

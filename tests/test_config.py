@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import config
+from components.model import config
 
 ROOT = Path(__file__).resolve().parent.parent
 

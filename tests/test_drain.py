@@ -26,8 +26,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from components import drain, ray_start, schedule
-from scripts.local_cluster import LocalCluster, driver, localize
+from components.render import drain, ray_start
+
+from components.model import schedule
+from scripts.ops.local_cluster import LocalCluster, driver, localize
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # The heavy tier's window ends at 06:00 Berlin: a drain starting at 05:59 has 60 s.

@@ -15,9 +15,9 @@ import pytest
 
 import netns
 from conftest import require_tool
-from components import config
-from components import firewall_rules as fw
-from components.ports import MONITORING, RAY, SSH
+from components.model import config
+from components.render import firewall_rules as fw
+from components.model.ports import MONITORING, RAY, SSH
 
 LAB_CIDR = ipaddress.ip_network("10.77.0.0/24")
 LAB_ADMIN_CIDRS = ["10.78.0.0/24", "10.79.0.0/24"]

@@ -31,12 +31,14 @@ import pytest
 import yaml
 from ray.dashboard.modules.metrics.metrics_head import DEFAULT_PROMETHEUS_NAME
 
-from components import config, monitoring_config as mc, ray_start
-from components.monitoring_config import Endpoint
-from components.ports import MONITORING, RAY, MonitoringPorts, RayPorts
+from components.model import config
+
+from components.render import monitoring_config as mc, ray_start
+from components.render.monitoring_config import Endpoint
+from components.model.ports import MONITORING, RAY, MonitoringPorts, RayPorts
 from conftest import prod_raw
 from scripts.export_ray_dashboards import RAY_DASHBOARD_SUFFIX, ray_dashboards
-from scripts.local_cluster import LocalCluster, driver, localize
+from scripts.ops.local_cluster import LocalCluster, driver, localize
 
 RULE_TESTS = sorted((mc.REPO_MONITORING_DIR / "tests").glob("*.yml"))
 # Instants of the prod stack (heavy-compute 18:00-06:00 Europe/Berlin, 15-minute lead).

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from components import ray_start
+from components.render import ray_start
 from scripts import scheduler, smoke_test
-from scripts.local_cluster import LocalCluster, driver, localize
-from scripts.ray_state import RayNodeView
+from scripts.ops.local_cluster import LocalCluster, driver, localize
+from scripts.ops.ray_state import RayNodeView
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD_OFFSET = 5000  # the shipped ports moved by this (the next node's by 10 more)

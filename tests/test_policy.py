@@ -18,11 +18,11 @@ from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi.runtime.rpc import UNKNOWN
 
-from components.config import pinned_ray_client
-from components.ports import MONITORING, RAY
+from components.model.versions import pinned_ray_client
+from components.model.ports import MONITORING, RAY
 from conftest import ROOT, prod_raw
 from policy import checks
-from pulumi_harness import run_program
+from scripts.ops.program_mocks import run_program
 
 NIGHT = "2026-11-22T22:00:00+01:00"  # every tier live
 RAY_IMAGE = f"rayproject/ray:{pinned_ray_client()}-py311"

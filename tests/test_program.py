@@ -5,8 +5,9 @@ import json
 import pytest
 import yaml
 
-from components import config
-from pulumi_harness import TEMPLATE, TEST_SECRETS, image_id, run_program
+from components.model import config
+from components.model.versions import pinned_version
+from scripts.ops.program_mocks import TEMPLATE, TEST_SECRETS, image_id, run_program
 
 VM = "vsphere:index/virtualMachine:VirtualMachine"
 CONTAINER = "docker:index/container:Container"
@@ -202,7 +203,7 @@ def provider_urn(r):
 
 
 def test_every_live_vm_has_firewall_then_ray(night, prod_config):
-    from components import firewall_rules
+    from components.render import firewall_rules
 
     head_container = night.one(CONTAINER, "ray-ao-1-ray")
     for placed in prod_config.placed_nodes:
@@ -223,7 +224,7 @@ def test_every_live_vm_has_firewall_then_ray(night, prod_config):
 
 
 def test_ray_containers_properties(night, prod_config):
-    from components import ray_start
+    from components.render import ray_start
 
     tokens = set()
     for placed in prod_config.placed_nodes:
@@ -282,7 +283,7 @@ def test_ssh_connections_pin_the_generated_host_key(night, tmp_path, prod_config
 
 
 def test_drain_on_delete_for_every_worker_before_container_and_vm(night, prod_config):
-    from components import drain
+    from components.render import drain
 
     for placed in prod_config.placed_nodes:
         name = placed.node.name
@@ -337,7 +338,7 @@ def test_monitoring_containers(night, prod_config):
         assert c.inputs["healthcheck"]["tests"][0] == "CMD" and c.inputs["restart"] == "unless-stopped"
         image = night.by_urn(next(d for d in c.dependencies if "remoteImage" in d))
         assert c.inputs["image"] == image_id(image.inputs["name"])
-        assert config.pinned_version(image.inputs["name"]) is not None
+        assert pinned_version(image.inputs["name"]) is not None
     volumes = {r.inputs["name"] for r in night.of_type("docker:index/volume:Volume")}
     assert volumes == {"prometheus-data", "grafana-data"}
     grafana = night.one(CONTAINER, f"{host}-grafana")
@@ -362,8 +363,8 @@ def test_grafana_password_generated_when_not_given(raw, tmp_path):
 def test_scrape_targets_follow_the_schedule(raw, tmp_path, prod_config):
     import datetime as dt
 
-    from components import monitoring_config as mc
-    from components.remote_files import write_files_script
+    from components.render import monitoring_config as mc
+    from components.render.remote_files import write_files_script
 
     day = run_at(raw, tmp_path, NOON)
     stdin = day.one(COMMAND, "ray-ao-1-scrape-targets").inputs["stdin"]

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from components import ray_start
-from components.ports import RAY, RayPorts
-from components.schedule import drain_deadline_seconds
-from scripts.local_cluster import LocalCluster, driver, localize
+from components.render import ray_start
+from components.model.ports import RAY, RayPorts
+from components.model.schedule import drain_deadline_seconds
+from scripts.ops.local_cluster import LocalCluster, driver, localize
 
 # Flags whose value is a port, and the RayPorts field each one pins.
 WORKER_PORT_FLAGS = {

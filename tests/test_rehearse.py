@@ -28,7 +28,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from scripts import local_cluster, rehearse as rehearse_module
+from scripts.ops import local_cluster
+
+from scripts import rehearse as rehearse_module
 from scripts.rehearse import MIN_OBJECT_STORE_BYTES, listening_ports, machine_share
 
 ROOT = Path(__file__).resolve().parent.parent

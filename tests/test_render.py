@@ -1,4 +1,4 @@
-"""The offline render (`python -m components.render`), each file checked by the tool that consumes it.
+"""The offline render (`python -m scripts.render`), each file checked by the tool that consumes it.
 
 The prod stack is rendered once, by the real command line, at 22:00 in Berlin
 (every node live), and under `-X importtime` to prove it never imports Pulumi.
@@ -28,9 +28,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import netns
-from components import cloud_init, firewall_rules as fw, monitoring_config as mc, ray_start, render
+from components.render import cloud_init, firewall_rules as fw, monitoring_config as mc, ray_start, offline as render
 from conftest import prod_raw, require_tool
-from pulumi_harness import TEST_SECRETS, run_program
+from scripts import render as render_cli
+from scripts.ops.program_mocks import TEST_SECRETS, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -80,10 +81,10 @@ def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Rendered:
-    """`python -m components.render` for prod at NIGHT, with every import it makes."""
+    """`python -m scripts.render` for prod at NIGHT, with every import it makes."""
     out = tmp_path_factory.mktemp("render") / "prod"
     result = run(
-        sys.executable, "-X", "importtime", "-m", "components.render",
+        sys.executable, "-X", "importtime", "-m", "scripts.render",
         "--stack", "prod", "--out", str(out), "--at", NIGHT.isoformat(), cwd=ROOT,
     )
     imported = {
@@ -101,7 +102,7 @@ def summary_of(out: Path) -> dict:
 
 
 def test_render_needs_no_pulumi(rendered):
-    assert {"components.cloud_init", "components.drain", "components.monitoring_config"} <= rendered.imported
+    assert {"components.render.cloud_init", "components.render.drain", "components.render.monitoring_config"} <= rendered.imported
     pulumi = sorted(m for m in rendered.imported if m.split(".")[0] == "pulumi" or m.startswith("pulumi_"))
     assert pulumi == []
 
@@ -492,9 +493,9 @@ def test_noon_marks_heavy_nodes_not_live_and_drops_their_targets(prod_config):
 
 def test_rerender_replaces_an_earlier_render_but_never_a_foreign_directory(tmp_path, capsys):
     out = tmp_path / "render"
-    render.main(["--stack", "prod", "--out", str(out), "--at", NIGHT.isoformat()])
+    render_cli.main(["--stack", "prod", "--out", str(out), "--at", NIGHT.isoformat()])
     (out / "nodes" / "stale-node").mkdir()
-    render.main(["--stack", "prod", "--out", str(out), "--at", NOON.isoformat()])
+    render_cli.main(["--stack", "prod", "--out", str(out), "--at", NOON.isoformat()])
     assert not (out / "nodes" / "stale-node").exists() and summary_of(out)["at"] == NOON.isoformat()
     assert capsys.readouterr().out.endswith(f"(live tiers: always-on) into {out}\n")
 
@@ -502,11 +503,11 @@ def test_rerender_replaces_an_earlier_render_but_never_a_foreign_directory(tmp_p
     (foreign / "notes.txt").parent.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit, match="not an earlier render"):
-        render.main(["--stack", "prod", "--out", str(foreign)])
+        render_cli.main(["--stack", "prod", "--out", str(foreign)])
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
 def test_an_instant_without_offset_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        render.main(["--stack", "prod", "--out", str(tmp_path / "x"), "--at", "2026-11-22T22:00"])
+        render_cli.main(["--stack", "prod", "--out", str(tmp_path / "x"), "--at", "2026-11-22T22:00"])
     assert "--at" in capsys.readouterr().err and not (tmp_path / "x").exists()

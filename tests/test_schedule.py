@@ -4,8 +4,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from components import config
-from components.schedule import DailyWindow, drain_deadline_seconds
+from components.model import config
+from components.model.schedule import DailyWindow, drain_deadline_seconds
 
 BERLIN = "Europe/Berlin"
 SECOND = dt.timedelta(seconds=1)

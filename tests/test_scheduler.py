@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
-from components import drain
+from components.render import drain
 from scripts import scheduler
-from scripts.ray_state import RayNodeView
+from scripts.ops.ray_state import RayNodeView
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENING = "2026-06-10T18:00:00+02:00"

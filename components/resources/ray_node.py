@@ -8,10 +8,10 @@ import pulumi
 import pulumi_docker as docker
 from pulumi_command import remote
 
-from components import drain
-from components.config import ClusterConfig, PlacedNode
-from components.containers import ray_container
-from components.docker_container import docker_container, on_docker
+from components.render import drain
+from components.model.config import ClusterConfig, PlacedNode
+from components.render.containers import ray_container
+from components.resources.docker_container import docker_container, on_docker
 
 
 class RayNode(pulumi.ComponentResource):

@@ -28,10 +28,10 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from components.config import ClusterConfig, PlacedNode, Tier
-from components.ports import MONITORING, RAY, MonitoringPorts, RayPorts
+from components.model.config import ClusterConfig, PlacedNode, Tier
+from components.model.ports import MONITORING, RAY, MonitoringPorts, RayPorts
 
-REPO_MONITORING_DIR = Path(__file__).resolve().parent.parent / "monitoring"
+REPO_MONITORING_DIR = Path(__file__).resolve().parents[2] / "monitoring"
 RULES_SOURCE_DIR = REPO_MONITORING_DIR / "rules"
 DASHBOARDS_SOURCE_DIR = REPO_MONITORING_DIR / "grafana" / "dashboards"
 

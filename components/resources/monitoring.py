@@ -17,11 +17,11 @@ import pulumi_docker as docker
 import pulumi_random as random
 from pulumi_command import remote
 
-from components import containers
-from components import monitoring_config as mc
-from components.config import ClusterConfig, PlacedNode
-from components.docker_container import docker_container, on_docker
-from components.remote_files import write_files_script
+from components.render import containers
+from components.render import monitoring_config as mc
+from components.model.config import ClusterConfig, PlacedNode
+from components.resources.docker_container import docker_container, on_docker
+from components.render.remote_files import write_files_script
 
 RELOAD_PROMETHEUS = "docker kill --signal HUP prometheus >/dev/null 2>&1 || true"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
-from pathlib import Path
 from typing import Any, Literal, NamedTuple, Optional, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -20,55 +19,21 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from components.schedule import DailyWindow
+from components.model.checks import cross_checks
+from components.model.errors import NAMESPACE, ConfigError, Problem
+from components.model.schedule import DailyWindow
+from components.model.versions import pinned_version, require_pinned
 
-NAMESPACE = "ray-cluster"
-REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 
 _HOSTNAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-_EXACT_TAG = re.compile(r"^v?(?P<version>\d+\.\d+\.\d+)([-.+_][\w.-]+)?$")
 _DIGEST = r"^sha256:[0-9a-f]{64}$"
-# The firewall opens Ray's internal ports to the whole cluster network: it must be a real subnet.
-MIN_CLUSTER_PREFIX = 8
 _SSH_PUBLIC_KEY = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$"
-
-
-class Problem(NamedTuple):
-    key: str
-    rule: str
-
-
-class ConfigError(ValueError):
-    """Every problem in a stack's config, each naming its key and the rule."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        lines = "\n".join(f"  {NAMESPACE}:{p.key}: {p.rule}" for p in problems)
-        super().__init__(f"invalid stack config ({len(problems)} problem(s)):\n{lines}")
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
     )
-
-
-def pinned_version(image: str) -> Optional[str]:
-    """The exact X.Y.Z version in an image's tag, or None if it has none."""
-    name, _, tag = image.rpartition(":")
-    if not name or "/" in tag:
-        return None
-    match = _EXACT_TAG.match(tag)
-    return match.group("version") if match else None
-
-
-def _require_pinned(image: str) -> str:
-    if pinned_version(image) is None:
-        raise ValueError(
-            f"image {image!r} must be pinned to an exact version tag "
-            "(like rayproject/ray:2.60.0-py311), never latest or a bare name"
-        )
-    return image
 
 
 class Vsphere(_Model):
@@ -107,7 +72,7 @@ class Ray(_Model):
     drain_grace_minutes: int = Field(default=10, gt=0)
     object_store_fraction: float = Field(default=0.3, gt=0, le=0.8)
 
-    _pinned = field_validator("image")(classmethod(lambda cls, v: _require_pinned(v)))
+    _pinned = field_validator("image")(classmethod(lambda cls, v: require_pinned(v)))
 
     @property
     def version(self) -> str:
@@ -118,7 +83,7 @@ class Ray(_Model):
         return dt.timedelta(minutes=self.drain_grace_minutes)
 
 
-class Window(_Model):
+class WindowSchedule(_Model):
     start: dt.time
     end: dt.time
     timezone: str
@@ -162,7 +127,7 @@ class Tier(_Model):
     vcpu: int = Field(gt=0)
     memory_gb: int = Field(gt=0)
     disk_gb: int = Field(gt=0)
-    schedule: Union[Literal["always"], Window]
+    schedule: Union[Literal["always"], WindowSchedule]
     override: Optional[Literal["on", "off"]] = None
     nodes: list[Node] = Field(min_length=1)
 
@@ -193,7 +158,7 @@ class Images(_Model):
     node_exporter: str = "prom/node-exporter:v1.9.1"
     cadvisor: str = "gcr.io/cadvisor/cadvisor:v0.52.1"
 
-    _pinned = field_validator("*")(classmethod(lambda cls, v: _require_pinned(v)))
+    _pinned = field_validator("*")(classmethod(lambda cls, v: require_pinned(v)))
 
 
 class Monitoring(_Model):
@@ -265,114 +230,11 @@ def _key(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             key += f"[{part}]"
-        elif part in ("always", "Window") or part.startswith(("literal[", "function-")):
+        elif part in ("always", "WindowSchedule") or part.startswith(("literal[", "function-")):
             continue  # pydantic's union branch names are not config keys
         else:
             key += f".{part}" if key else str(part)
     return key
-
-
-def _cross_checks(cfg: ClusterConfig) -> list[Problem]:
-    problems: list[Problem] = []
-    net = cfg.network
-    if net.cidr.prefixlen < MIN_CLUSTER_PREFIX:
-        problems.append(Problem(
-            "network.cidr",
-            f"{net.cidr} is wider than /{MIN_CLUSTER_PREFIX}: Ray's internal ports are open to all of network.cidr; name the cluster's subnet",
-        ))
-    if net.gateway not in net.cidr:
-        problems.append(Problem("network.gateway", f"{net.gateway} is outside network.cidr {net.cidr}"))
-    elif net.gateway in (net.cidr.network_address, net.cidr.broadcast_address):
-        problems.append(Problem("network.gateway", f"{net.gateway} is the network or broadcast address of {net.cidr}"))
-    for i, admin in enumerate(net.admin_cidrs):
-        if admin.prefixlen == 0:
-            problems.append(
-                Problem(f"network.adminCidrs[{i}]", f"{admin} would open SSH and dashboards to everyone; name the admin networks")
-            )
-
-    for name in cfg.tiers:
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
-            problems.append(Problem(f"tiers.{name}", "a tier name must be lowercase letters, digits and dashes, starting with a letter"))
-
-    seen_names: dict[str, str] = {}
-    seen_ips: dict[str, str] = {}
-    heads: list[str] = []
-    for tier_name, tier in cfg.tiers.items():
-        window = tier.schedule if not isinstance(tier.schedule, str) else None
-        if window is not None:
-            key = f"tiers.{tier_name}.schedule"
-            length = (
-                dt.datetime.combine(dt.date.min + dt.timedelta(days=1), window.end)
-                - dt.datetime.combine(dt.date.min, window.start)
-            ) % dt.timedelta(days=1)
-            if length == dt.timedelta(0):
-                problems.append(Problem(f"{key}.end", "must differ from start (use schedule: always for 24/7)"))
-            elif dt.timedelta(minutes=window.drain_lead_minutes) >= length:
-                problems.append(Problem(f"{key}.drainLeadMinutes", f"must be shorter than the window ({length})"))
-            for edge in ("start", "end"):
-                skipped = _skipped_by_dst(getattr(window, edge), window.timezone)
-                if skipped:
-                    problems.append(
-                        Problem(f"{key}.{edge}", f"{getattr(window, edge):%H:%M} does not exist on {skipped} in {window.timezone} (daylight saving): pick another time")
-                    )
-        for i, node in enumerate(tier.nodes):
-            key = f"tiers.{tier_name}.nodes[{i}]"
-            if node.name in seen_names:
-                problems.append(Problem(f"{key}.name", f"duplicate node name {node.name!r} (also {seen_names[node.name]})"))
-            seen_names.setdefault(node.name, key)
-            ip = str(node.ip)
-            if ip in seen_ips:
-                problems.append(Problem(f"{key}.ip", f"duplicate IP {ip} (also {seen_ips[ip]})"))
-            seen_ips.setdefault(ip, key)
-            if node.ip not in net.cidr:
-                problems.append(Problem(f"{key}.ip", f"{ip} is outside network.cidr {net.cidr}"))
-            elif node.ip in (net.cidr.network_address, net.cidr.broadcast_address):
-                problems.append(Problem(f"{key}.ip", f"{ip} is the network or broadcast address of {net.cidr}"))
-            if node.ip == net.gateway:
-                problems.append(Problem(f"{key}.ip", f"{ip} is the gateway"))
-            if node.ip in net.dns_servers:
-                problems.append(Problem(f"{key}.ip", f"{ip} is a DNS server (network.dnsServers)"))
-            if node.head:
-                heads.append(key)
-                if not tier.always_on or tier.override == "off":
-                    problems.append(
-                        Problem(f"{key}.head", f"the head must be in an always-on tier (schedule: always, no override: off); {tier_name!r} is not")
-                    )
-    if len(heads) != 1:
-        problems.append(Problem("tiers", f"exactly one node must have head: true, found {len(heads)}" + (f" ({', '.join(heads)})" if heads else "")))
-
-    if cfg.monitoring.host is not None:
-        host = cfg.placed(cfg.monitoring.host)
-        if host is None:
-            problems.append(Problem("monitoring.host", f"{cfg.monitoring.host!r} is not a node of any tier"))
-        elif not host.tier.always_on or host.tier.override == "off":
-            problems.append(Problem("monitoring.host", f"{cfg.monitoring.host!r} must be in an always-on tier, or monitoring vanishes with its tier"))
-
-    client = pinned_ray_client()
-    if cfg.ray.version != client:
-        problems.append(Problem("ray.image", f"Ray {cfg.ray.version} in the image must equal the pinned Ray client {client} (requirements.txt)"))
-    if not cfg.vsphere.compute_cluster and not cfg.vsphere.resource_pool:
-        problems.append(Problem("vsphere", "set computeCluster or resourcePool: VMs need a place to run"))
-    return problems
-
-
-def _skipped_by_dst(wall: dt.time, zone_name: str) -> Optional[dt.date]:
-    """A day on which `wall` does not exist in the zone (a spring-forward gap), if any."""
-    zone = ZoneInfo(zone_name)
-    for day in range(366 * 2):  # a fixed span: the rule cannot depend on today's date
-        date = dt.date(2026, 1, 1) + dt.timedelta(days=day)
-        local = dt.datetime.combine(date, wall, tzinfo=zone)
-        if local.astimezone(dt.timezone.utc).astimezone(zone).time() != wall:
-            return date
-    return None
-
-
-def pinned_ray_client() -> str:
-    """The Ray client version pinned in requirements.txt (the single source)."""
-    match = re.search(r"^ray(\[[\w,]+\])?==(\S+)$", REQUIREMENTS.read_text(), re.MULTILINE)
-    if not match:
-        raise RuntimeError(f"{REQUIREMENTS} must pin ray with ==")
-    return match.group(2)
 
 
 def load(raw: dict[str, Any]) -> ClusterConfig:
@@ -387,7 +249,7 @@ def load(raw: dict[str, Any]) -> ClusterConfig:
                 rule = "unknown key (a typo?)"
             problems.append(Problem(_key(e["loc"]), rule))
         raise ConfigError(problems) from None
-    problems = _cross_checks(cfg)
+    problems = cross_checks(cfg)
     if problems:
         raise ConfigError(problems)
     return cfg

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 
 @dataclass(frozen=True)
-class Window:
+class Occurrence:
     """One occurrence of a daily window, as aware instants."""
 
     start: dt.datetime
@@ -33,7 +33,7 @@ class DailyWindow:
     timezone: str
     drain_lead: dt.timedelta
 
-    def occurrence(self, local_date: dt.date) -> Window:
+    def occurrence(self, local_date: dt.date) -> Occurrence:
         """The window that starts on `local_date` in the window's timezone."""
         zone = ZoneInfo(self.timezone)
         start = dt.datetime.combine(local_date, self.start, tzinfo=zone)
@@ -41,13 +41,13 @@ class DailyWindow:
         end = dt.datetime.combine(end_date, self.end, tzinfo=zone)
         # Normalise through UTC so arithmetic across DST edges is in real time.
         start, end = start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc)
-        return Window(start=start, end=end, drain_start=end - self.drain_lead)
+        return Occurrence(start=start, end=end, drain_start=end - self.drain_lead)
 
-    def _candidates(self, at: dt.datetime) -> list[Window]:
+    def _candidates(self, at: dt.datetime) -> list[Occurrence]:
         local_date = at.astimezone(ZoneInfo(self.timezone)).date()
         return [self.occurrence(local_date + dt.timedelta(days=d)) for d in (-1, 0, 1)]
 
-    def current(self, at: dt.datetime) -> Optional[Window]:
+    def current(self, at: dt.datetime) -> Optional[Occurrence]:
         """The occurrence with start <= at < end, if any (drain lead included)."""
         for window in self._candidates(at):
             if window.start <= at < window.end:

@@ -26,8 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-from components import ray_start
-from components.ray_start import RayNodeSettings
+from components.render import ray_start
+from components.render.ray_start import RayNodeSettings
 
 LOOPBACK = "127.0.0.1"
 PROGRESS_EVERY_S = 10

@@ -12,8 +12,8 @@ import base64
 
 import yaml
 
-from components.config import ClusterConfig, PlacedNode
-from components.ray_start import HOST_DATA_DIR, IMAGE_GID, IMAGE_UID
+from components.model.config import ClusterConfig, PlacedNode
+from components.render.ray_start import HOST_DATA_DIR, IMAGE_GID, IMAGE_UID
 
 
 def metadata(cfg: ClusterConfig, placed: PlacedNode) -> str:

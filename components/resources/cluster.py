@@ -11,14 +11,16 @@ import pulumi_docker as docker
 import pulumi_random as random
 import pulumi_vsphere as vsphere
 
-from components import monitoring_config, ports
-from components.config import ClusterConfig
-from components.firewall import Firewall
-from components.monitoring import MonitoringStack, NodeExporters
-from components.ray_node import RayNode
-from components.ssh_access import SshAccess
-from components.stack import ClusterSecrets
-from components.vm import Placement, RayVm
+from components.render import monitoring_config
+
+from components.model import ports
+from components.model.config import ClusterConfig
+from components.resources.firewall import Firewall
+from components.resources.monitoring import MonitoringStack, NodeExporters
+from components.resources.ray_node import RayNode
+from components.resources.ssh_access import SshAccess
+from components.resources.stack_config import ClusterSecrets
+from components.resources.vm import Placement, RayVm
 
 
 class RayCluster(pulumi.ComponentResource):

@@ -7,7 +7,7 @@ from typing import Mapping, Optional
 import pulumi
 import pulumi_docker as docker
 
-from components.containers import RESTART, ContainerSpec
+from components.render.containers import RESTART, ContainerSpec
 
 
 def on_docker(parent: pulumi.Resource, docker_provider: docker.Provider, firewall_ready: pulumi.Resource) -> pulumi.ResourceOptions:

@@ -16,9 +16,9 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from components.config import ClusterConfig, PlacedNode
-from components.ports import MONITORING, RAY, SSH
-from components.remote_files import write_files_script
+from components.model.config import ClusterConfig, PlacedNode
+from components.model.ports import MONITORING, RAY, SSH
+from components.render.remote_files import write_files_script
 
 PortOrRange = Union[int, tuple[int, int]]
 

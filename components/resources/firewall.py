@@ -6,8 +6,8 @@ from typing import Optional
 import pulumi
 from pulumi_command import remote
 
-from components import firewall_rules
-from components.config import ClusterConfig, PlacedNode
+from components.render import firewall_rules
+from components.model.config import ClusterConfig, PlacedNode
 
 
 class Firewall(pulumi.ComponentResource):

@@ -8,8 +8,8 @@ import pulumi
 import pulumi_tls as tls
 import pulumi_vsphere as vsphere
 
-from components import cloud_init
-from components.config import ClusterConfig, PlacedNode
+from components.render import cloud_init
+from components.model.config import ClusterConfig, PlacedNode
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""An offline render of what each VM receives: `python -m components.render --stack prod --out DIR`.
+"""An offline render of what each VM receives: the library behind `python -m scripts.render --stack prod --out DIR`.
 
 No Pulumi engine and no Pulumi import: the stack's config comes from
 `Pulumi.<stack>.yaml` (`stack.read_stack_file`), every text from the same pure
@@ -18,21 +18,18 @@ containers.sh reads from the environment.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import shlex
 import shutil
-import sys
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional, Sequence
 
-from components import cloud_init, drain
-from components import monitoring_config as mc
-from components.containers import RESTART, ContainerSpec, node_containers
-from components.config import ClusterConfig, PlacedNode, Tier
-from components.firewall_rules import UfwRule, firewall_rules, ufw_script
-from components.stack import read_stack_file
+from components.render import cloud_init, drain
+from components.render import monitoring_config as mc
+from components.render.containers import RESTART, ContainerSpec, node_containers
+from components.model.config import ClusterConfig, PlacedNode, Tier
+from components.render.firewall_rules import UfwRule, firewall_rules, ufw_script
 
 # Pulumi generates each node's SSH host key at deploy time; no real key is ever rendered here.
 HOST_KEY_PLACEHOLDER_PRIVATE = (
@@ -316,28 +313,3 @@ def write(files: dict[str, str], out: Path) -> None:
         path.write_text(text)
         if relative.endswith(EXECUTABLE):
             path.chmod(0o755)
-
-
-def instant(text: str) -> dt.datetime:
-    at = dt.datetime.fromisoformat(text)
-    if at.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset")
-    return at
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m components.render", description=__doc__.split("\n")[0])
-    parser.add_argument("--stack", required=True, help="reads Pulumi.<stack>.yaml")
-    parser.add_argument("--out", required=True, type=Path, help="output directory (replaced if an earlier render)")
-    parser.add_argument(
-        "--at", type=instant, help="ISO 8601 instant with offset, like 2026-11-22T22:00:00+01:00 (default: pinned at, else now)"
-    )
-    args = parser.parse_args(argv)
-    cfg = read_stack_file(args.stack)
-    at = args.at or cfg.instant()
-    write(render(cfg, args.stack, at), args.out)
-    print(f"rendered stack {args.stack} at {at.isoformat()} (live tiers: {', '.join(cfg.live_tiers(at)) or 'none'}) into {args.out}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

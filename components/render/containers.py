@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from components import monitoring_config as mc
-from components import ray_start
-from components.config import ClusterConfig, PlacedNode
-from components.ports import MONITORING
+from components.render import monitoring_config as mc
+from components.render import ray_start
+from components.model.config import ClusterConfig, PlacedNode
+from components.model.ports import MONITORING
 
 
 @dataclass(frozen=True)

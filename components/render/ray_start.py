@@ -13,8 +13,8 @@ import json
 import shlex
 from dataclasses import dataclass
 
-from components.config import ClusterConfig, PlacedNode
-from components.ports import RAY, RayPorts
+from components.model.config import ClusterConfig, PlacedNode
+from components.model.ports import RAY, RayPorts
 
 CONTAINER_NAME = "ray-node"
 HOST_DATA_DIR = "/var/lib/ray-cluster"

@@ -17,10 +17,10 @@ import inspect
 import shlex
 from typing import Optional
 
-from components import schedule
-from components.config import ClusterConfig, PlacedNode
-from components.ports import RAY, RayPorts
-from components.ray_start import CONTAINER_NAME
+from components.model import schedule
+from components.model.config import ClusterConfig, PlacedNode
+from components.model.ports import RAY, RayPorts
+from components.render.ray_start import CONTAINER_NAME
 
 # The program's exit codes besides 0 (drained, or nothing to drain) and 1 (an error).
 EXIT_DEADLINE_PASSED = 2

@@ -60,7 +60,7 @@ def client_address(cluster) -> str:
 
 def test_the_schedulers_probe_sees_every_node_with_its_tier(cluster):
     probe = (
-        "import dataclasses, json, sys; from scripts.ray_state import alive_nodes; "
+        "import dataclasses, json, sys; from scripts.ops.ray_state import alive_nodes; "
         "print(json.dumps([dataclasses.asdict(n) for n in alive_nodes(sys.argv[1])]))"
     )
     result = python(cluster, "-c", probe, cluster.dashboard_url)

@@ -260,25 +260,25 @@ def test_generated_token_when_none_configured(raw, tmp_path):
     assert password.inputs["length"] >= 32
 
 
-def test_ssh_connections_pin_the_generated_host_key(night, tmp_path, prod_config):
+def test_ssh_connections_pin_the_generated_host_key_and_name_no_file(night, prod_config):
     for placed in prod_config.placed_nodes:
-        name = placed.node.name
+        name, ip = placed.node.name, str(placed.node.ip)
         host_key = night.one("tls:index/privateKey:PrivateKey", f"{name}-host-key")
         ufw = night.one(COMMAND, f"{name}-ufw")
-        assert ufw.inputs["connection"]["hostKey"].startswith("ssh-ed25519 ")
-        assert ufw.inputs["connection"]["host"] == str(placed.node.ip)
+        connection = ufw.inputs["connection"]
+        assert connection["hostKey"].startswith("ssh-ed25519 ") and connection["host"] == ip
+        # A VM that is still booting is dialled for minutes, not pulumi-command's default ~11 s.
+        assert connection["dialErrorLimit"] * connection["perDialTimeout"] >= 600
         provider = night.one(DOCKER_PROVIDER, f"{name}-docker")
-        assert provider.inputs["host"] == f"ssh://rayops@{placed.node.ip}"
-        opts = json.loads(provider.inputs["sshOpts"]) if isinstance(provider.inputs["sshOpts"], str) else provider.inputs["sshOpts"]
-        assert "StrictHostKeyChecking=yes" in opts and not any("StrictHostKeyChecking=no" in o for o in opts)
-        known_hosts = next(o.split("=", 1)[1] for o in opts if o.startswith("UserKnownHostsFile="))
-        from pathlib import Path
-
-        known = Path(known_hosts)
-        assert known.read_text().startswith(f"{placed.node.ip} ssh-ed25519 AAAA")
-        assert ufw.inputs["connection"]["hostKey"].strip() in known.read_text()
-        identity = known.parent / "id"
-        assert identity.stat().st_mode & 0o077 == 0 and "test-ssh-client-key" in identity.read_text()
+        assert provider.inputs["host"] == f"ssh://rayops@{ip}"
+        opts = provider.inputs["sshOpts"]
+        opts = json.loads(opts) if isinstance(opts, str) else opts
+        settings = dict(o.split("=", 1) for o in opts[1::2])
+        assert opts[0::2] == ["-o"] * len(settings)  # options only: no -i identity file
+        assert settings["StrictHostKeyChecking"] == "yes"
+        assert settings["KnownHostsCommand"] == f"/bin/echo {ip} {connection['hostKey'].split()[0]} {connection['hostKey'].split()[1]}"
+        assert settings["UserKnownHostsFile"] == settings["GlobalKnownHostsFile"] == "/dev/null"
+        assert int(settings["ConnectTimeout"]) > 0 and int(settings["ServerAliveInterval"]) > 0
         assert host_key.inputs["algorithm"] == "ED25519"
 
 
@@ -299,27 +299,55 @@ def test_drain_on_delete_for_every_worker_before_container_and_vm(night, prod_co
         assert night.one(VM, name).urn in waits_for
 
 
-def test_replacements_delete_first_and_take_what_runs_on_the_vm_along(night, prod_config):
-    """Fixed names (VM, containers, volumes) need delete-before-replace; a new VM gets its
-    firewall and everything on its Docker engine anew; a replaced worker container drains first."""
-    on_docker = [r for r in night.registrations if r.type.startswith("docker:index/")]
+def test_everything_on_a_vm_goes_with_it_but_the_drain(night, prod_config):
+    """Fixed names (VM, containers, volumes) need delete-before-replace; what runs on a VM is
+    `deleted_with` it (replaced with it, never deleted over SSH when the VM goes anyway); the
+    drain is not, so it still runs; a replaced worker container drains first."""
     for placed in prod_config.placed_nodes:
         name = placed.node.name
-        vm, ufw, guard = night.one(VM, name), night.one(COMMAND, f"{name}-ufw"), night.one(COMMAND, f"{name}-ufw-guard")
+        vm = night.one(VM, name)
         assert vm.delete_before_replace
-        assert ufw.replace_with == guard.replace_with == [vm.urn]
         provider = night.one(DOCKER_PROVIDER, f"{name}-docker")
-        mine = [r for r in on_docker if r.provider == f"{provider.urn}::{provider.name}-id"]
-        assert {r.type for r in mine} >= {CONTAINER, IMAGE}, name
-        assert all(r.replace_with == [ufw.urn] for r in mine), name
-        assert all(r.delete_before_replace for r in mine if r.type in (CONTAINER, VOLUME)), name
-        files = [r for r in night.of_type(COMMAND) if r.name.startswith(f"{name}-") and "stdin" in r.inputs and r not in (ufw, guard)]
-        assert all(r.replace_with == [ufw.urn] for r in files), name  # the monitoring host's config files
+        on_vm = [r for r in night.registrations if r.provider == f"{provider.urn}::{provider.name}-id"]
+        on_vm += [provider] + [r for r in night.of_type(COMMAND) if r.name.startswith(f"{name}-") and not r.name.endswith("drain-on-delete")]
+        assert {r.type for r in on_vm} >= {CONTAINER, IMAGE, COMMAND, DOCKER_PROVIDER}, name
+        assert {r.name: r.deleted_with for r in on_vm} == {r.name: vm.urn for r in on_vm}
+        assert all(r.delete_before_replace for r in on_vm if r.type in (CONTAINER, VOLUME)), name
         if not placed.node.head:
             drain_on_delete = night.one(COMMAND, f"{name}-drain-on-delete")
-            assert drain_on_delete.delete_before_replace
+            assert drain_on_delete.delete_before_replace and drain_on_delete.deleted_with == ""
             assert drain_on_delete.inputs["triggers"] == [f"{name}-ray-id"]  # the container's id
-    assert [r.name for r in night.of_type(VOLUME)] and all(r.replace_with for r in night.of_type(VOLUME))
+            assert drain_on_delete.property_dependencies["triggers"] == [night.one(CONTAINER, f"{name}-ray").urn]
+
+
+def test_worker_containers_take_the_head_container_as_an_input(night, prod_config):
+    head = night.one(CONTAINER, f"{prod_config.head.node.name}-ray")
+    for placed in prod_config.placed_nodes:
+        container = night.one(CONTAINER, f"{placed.node.name}-ray")
+        labels = {label["label"]: label["value"] for label in container.inputs.get("labels", [])}
+        if placed.node.head:
+            assert "ray-cluster.head-container" not in labels
+        else:
+            assert labels["ray-cluster.head-container"] == f"{head.name}-id"
+            assert container.property_dependencies["labels"] == [head.urn]
+
+
+def test_vm_fields_set_at_clone_are_never_diffed(night):
+    for vm in night.of_type(VM):
+        assert set(vm.ignore_changes) >= {"clone", "extraConfig"}
+        # Every ignored path names an input the VM really has (a typo would ignore nothing).
+        for path in vm.ignore_changes:
+            top = path.split("[")[0].split(".")[0]
+            assert top in vm.inputs, path
+
+
+def test_health_check_durations_are_written_as_the_docker_provider_reads_them(night):
+    for container in night.of_type(CONTAINER):
+        for key in ("interval", "timeout", "startPeriod"):
+            value = container.inputs["healthcheck"][key]
+            seconds = int(value[:-1]) if value[:-1].isdigit() else None
+            # Go's Duration.String(): whole minutes carry an "m"; "60s" would read back as "1m0s".
+            assert seconds is None or seconds < 60, (container.name, key, value)
 
 
 # ---- Monitoring ----

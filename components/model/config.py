@@ -121,6 +121,9 @@ class Node(_Model):
     name: str = Field(pattern=_HOSTNAME)
     ip: ipaddress.IPv4Address
     head: bool = False
+    # Drained and kept out of Ray (its Ray container removed; VM, firewall and exporters
+    # stay) until the flag is removed: survives every later `up`, whoever runs it.
+    maintenance: bool = False
 
 
 class Tier(_Model):
@@ -223,6 +226,10 @@ class ClusterConfig(_Model):
     def live_nodes(self, at: dt.datetime) -> list[PlacedNode]:
         live = set(self.live_tiers(at))
         return [p for p in self.placed_nodes if p.tier_name in live]
+
+    def in_ray(self, at: dt.datetime) -> list[PlacedNode]:
+        """The live nodes that run Ray: all but those in maintenance."""
+        return [p for p in self.live_nodes(at) if not p.node.maintenance]
 
 
 def _key(loc: tuple) -> str:

@@ -60,6 +60,19 @@ class ContainerSpec:
 RESTART = "unless-stopped"
 
 
+def go_duration(text: str) -> str:
+    """A duration like "90s" as Go's time.Duration.String() writes it ("1m30s"): what
+    terraform-provider-docker reads back for a health check, so a second preview is empty."""
+    if not (text.endswith("s") and text[:-1].isdigit()):
+        raise ValueError(f"{text!r}: write durations as whole seconds, like 30s")
+    seconds = int(text[:-1])
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{seconds}s"
+    return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"
+
+
 def http_probe(url: str) -> HealthCheck:
     """A health check with the busybox wget the monitoring images ship."""
     return HealthCheck(("CMD", "wget", "-q", "-O", "/dev/null", url), "30s", "5s", 3, "30s")

@@ -13,6 +13,9 @@ from components.model.config import ClusterConfig, PlacedNode
 from components.render.containers import ray_container
 from components.resources.docker_container import docker_container, on_docker
 
+# The label on every worker's Ray container that carries the head container's id.
+HEAD_CONTAINER_LABEL = "ray-cluster.head-container"
+
 
 class RayNode(pulumi.ComponentResource):
     def __init__(
@@ -22,23 +25,28 @@ class RayNode(pulumi.ComponentResource):
         docker_provider: docker.Provider,
         connection: remote.ConnectionArgs,
         ray_token: pulumi.Output,
+        vm: pulumi.Resource,
         firewall_ready: pulumi.Resource,
         head: Optional["RayNode"] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         name = placed.node.name
         super().__init__("ray-cluster:index:RayNode", name, None, opts)
-        on_node = on_docker(self, docker_provider, firewall_ready)
+        on_node = on_docker(self, docker_provider, vm)
         spec = ray_container(cfg, placed)
         self.image = docker.RemoteImage(f"{name}-ray-image", name=spec.image, keep_locally=True, opts=on_node)
-        # Ray starts only once the firewall is in place; workers only once the head is up.
-        after = [firewall_ready] + ([head.container] if head else [])
         self.container = docker_container(
             f"{name}-ray",
             spec,
             self.image.image_id,
-            pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=after)),
+            # Ray starts only once the firewall is in place.
+            pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[firewall_ready])),
             secrets={"RAY_AUTH_TOKEN": ray_token},
+            # A worker's container takes the head container's id as an input (labels are ForceNew
+            # in the Docker provider): when the head container is replaced, the engine deletes
+            # every worker container first, each after its drain (calculateDependentReplacements,
+            # pulumi/pulumi pkg/resource/deploy/step_generator.go), and starts workers after the head.
+            input_labels={HEAD_CONTAINER_LABEL: head.container.id} if head else None,
         )
 
         self.drain_on_delete: Optional[remote.Command] = None
@@ -46,8 +54,9 @@ class RayNode(pulumi.ComponentResource):
             # Deleted before the container and the VM it depends on: whoever removes
             # this node (schedule, config change, destroy), the node drains first. The
             # container's id as a trigger makes a replaced container (a new image, new
-            # flags, a new VM) drain first too: Pulumi deletes a dependent that will be
-            # replaced before it deletes the container it depends on.
+            # flags, a new VM, a new head) drain first too: the engine deletes a dependent
+            # whose input depends on a replaced resource, and whose provider then says
+            # replace, before that resource. Never `deleted_with` the VM: it must run.
             self.drain_on_delete = remote.Command(
                 f"{name}-drain-on-delete",
                 connection=connection,

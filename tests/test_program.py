@@ -12,6 +12,7 @@ from scripts.ops.program_mocks import TEMPLATE, TEST_SECRETS, image_id, run_prog
 VM = "vsphere:index/virtualMachine:VirtualMachine"
 CONTAINER = "docker:index/container:Container"
 COMMAND = "command:remote:Command"
+LOCAL_COMMAND = "command:local:Command"
 IMAGE = "docker:index/remoteImage:RemoteImage"
 DOCKER_PROVIDER = "pulumi:providers:docker"
 VOLUME = "docker:index/volume:Volume"
@@ -287,12 +288,17 @@ def test_drain_on_delete_for_every_worker_before_container_and_vm(night, prod_co
 
     for placed in prod_config.placed_nodes:
         name = placed.node.name
-        drains = [r for r in night.of_type(COMMAND) if r.name == f"{name}-drain-on-delete"]
+        drains = [r for r in night.of_type(LOCAL_COMMAND) if r.name == f"{name}-drain-on-delete"]
         if placed.node.head:
             assert drains == [], "the head is never drained"
             continue
         (d,) = drains
-        assert d.inputs["delete"] == drain.drain_command(prod_config, placed)
+        host_key = night.one(COMMAND, f"{name}-ufw").inputs["connection"]["hostKey"]
+        delete = d.inputs["delete"]
+        # It SSHes to this node, pinning this node's generated key, and runs the node's drain there.
+        assert f"rayops@{placed.node.ip} sh -s <<'RAY_DRAIN_ON_NODE'\n" in delete
+        assert f"KnownHostsCommand=/bin/echo {placed.node.ip} {' '.join(host_key.split()[:2])}" in delete
+        assert drain.drain_command(prod_config, placed).rstrip() in delete
         waits_for = closure(night, d.urn)
         # Pulumi deletes dependents first: the drain goes before the container and the VM.
         assert night.one(CONTAINER, f"{name}-ray").urn in waits_for
@@ -314,7 +320,7 @@ def test_everything_on_a_vm_goes_with_it_but_the_drain(night, prod_config):
         assert {r.name: r.deleted_with for r in on_vm} == {r.name: vm.urn for r in on_vm}
         assert all(r.delete_before_replace for r in on_vm if r.type in (CONTAINER, VOLUME)), name
         if not placed.node.head:
-            drain_on_delete = night.one(COMMAND, f"{name}-drain-on-delete")
+            drain_on_delete = night.one(LOCAL_COMMAND, f"{name}-drain-on-delete")
             assert drain_on_delete.delete_before_replace and drain_on_delete.deleted_with == ""
             assert drain_on_delete.inputs["triggers"] == [f"{name}-ray-id"]  # the container's id
             assert drain_on_delete.property_dependencies["triggers"] == [night.one(CONTAINER, f"{name}-ray").urn]
@@ -401,3 +407,32 @@ def test_scrape_targets_follow_the_schedule(raw, tmp_path, prod_config):
     files[f"{mc.NODE_EXPORTER_TEXTFILE.host}/{mc.EXPECTED_NODES_FILE}"] = mc.expected_nodes_metrics(prod_config, at)
     assert stdin == write_files_script(files, then="docker kill --signal HUP prometheus >/dev/null 2>&1 || true")
     assert "10.20.0.21" not in "".join(mc.scrape_targets(prod_config, at).values())
+
+
+# ---- Nothing left on the machine that runs Pulumi ----
+
+
+@pytest.mark.parametrize("preview", [True, False], ids=["preview", "up"])
+def test_a_run_writes_nothing_under_home(raw, tmp_path, preview):
+    home = tmp_path / "home"
+    home.mkdir()
+    raw["at"] = NIGHT
+    run = run_program(raw, home, preview=preview)
+    assert run.of_type(VM)  # the program did run
+    assert [str(p.relative_to(home)) for p in home.rglob("*")] == []
+
+
+def test_docker_settings_in_the_environment_are_refused_before_any_resource(raw, tmp_path, monkeypatch):
+    from scripts.ops import program_mocks
+
+    registered = []
+    original = program_mocks.RecordingMonitor.RegisterResource
+    monkeypatch.setattr(
+        program_mocks.RecordingMonitor, "RegisterResource",
+        lambda self, request: registered.append(request.type) or original(self, request),
+    )
+    monkeypatch.setenv("DOCKER_CONTEXT", "someone-elses")
+    raw["at"] = NIGHT
+    with pytest.raises(Exception, match="DOCKER_CONTEXT set in the environment would override every node's Docker host"):
+        run_program(raw, tmp_path)
+    assert [t for t in registered if t != "pulumi:pulumi:Stack"] == []

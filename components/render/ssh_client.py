@@ -10,6 +10,8 @@ from the agent at SSH_AUTH_SOCK (`scripts/with_ssh_agent.py` starts one per run)
 """
 from __future__ import annotations
 
+# Docker's CLI settings that would silently point every node's Docker provider elsewhere.
+DOCKER_ENVIRONMENT = ("DOCKER_CONTEXT", "DOCKER_HOST")
 # A node that does not answer is given up on after this long, per connection attempt.
 CONNECT_TIMEOUT_S = 10
 # A silent peer (a VM powered off mid-command) ends the session after 15 s x 4.

@@ -6,11 +6,12 @@ from typing import Optional
 
 import pulumi
 import pulumi_docker as docker
-from pulumi_command import remote
+from pulumi_command import local
 
 from components.render import drain
 from components.model.config import ClusterConfig, PlacedNode
 from components.render.containers import ray_container
+from components.render.drain_over_ssh import drain_over_ssh
 from components.resources.docker_container import docker_container, on_docker
 
 # The label on every worker's Ray container that carries the head container's id.
@@ -23,7 +24,7 @@ class RayNode(pulumi.ComponentResource):
         cfg: ClusterConfig,
         placed: PlacedNode,
         docker_provider: docker.Provider,
-        connection: remote.ConnectionArgs,
+        host_public_key: pulumi.Output,
         ray_token: pulumi.Output,
         vm: pulumi.Resource,
         firewall_ready: pulumi.Resource,
@@ -49,7 +50,7 @@ class RayNode(pulumi.ComponentResource):
             input_labels={HEAD_CONTAINER_LABEL: head.container.id} if head else None,
         )
 
-        self.drain_on_delete: Optional[remote.Command] = None
+        self.drain_on_delete: Optional[local.Command] = None
         if not placed.node.head:
             # Deleted before the container and the VM it depends on: whoever removes
             # this node (schedule, config change, destroy), the node drains first. The
@@ -57,11 +58,15 @@ class RayNode(pulumi.ComponentResource):
             # flags, a new VM, a new head) drain first too: the engine deletes a dependent
             # whose input depends on a replaced resource, and whose provider then says
             # replace, before that resource. Never `deleted_with` the VM: it must run.
-            self.drain_on_delete = remote.Command(
+            # A local command that SSHes itself (components/render/drain_over_ssh.py), so a
+            # node that does not answer is removed with an alarm instead of failing every run.
+            command = drain.drain_command(cfg, placed)
+            self.drain_on_delete = local.Command(
                 f"{name}-drain-on-delete",
-                connection=connection,
                 create="true",
-                delete=drain.drain_command(cfg, placed),
+                delete=host_public_key.apply(
+                    lambda key: drain_over_ssh(cfg.ssh.user, name, str(placed.node.ip), key, command)
+                ),
                 triggers=[self.container.id],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.container], delete_before_replace=True),
             )

@@ -17,13 +17,10 @@ from pulumi_command import remote
 
 from components.render import ssh_client
 
-# Docker's CLI settings that would silently point every node's provider elsewhere.
-DOCKER_ENVIRONMENT = ("DOCKER_CONTEXT", "DOCKER_HOST")
-
 
 def refuse_docker_environment() -> None:
     """pulumi-docker honours DOCKER_CONTEXT / DOCKER_HOST over the provider's host: refuse to run with them."""
-    found = [name for name in DOCKER_ENVIRONMENT if os.environ.get(name)]
+    found = [name for name in ssh_client.DOCKER_ENVIRONMENT if os.environ.get(name)]
     if found:
         raise pulumi.RunError(
             f"{' and '.join(found)} set in the environment would override every node's Docker host: "

@@ -15,6 +15,7 @@ from pulumi import automation as auto
 
 from components.render import drain
 from scripts import scheduler
+from scripts.ops import scheduling
 from scripts.ops.ray_state import RayNodeView
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,9 +59,9 @@ class StandInStack:
         if self.locked.get(operation, 0) > 0:
             self.locked[operation] -= 1
             raise auto.ConcurrentUpdateError("error: the stack is currently locked by 1 lock(s)")
-        assert scheduler.AT_KEY in self.config, "the program would read the clock: `at` must be pinned first"
+        assert scheduling.AT_KEY in self.config, "the program would read the clock: `at` must be pinned first"
         on_output(f"{operation} (prod)")
-        wanted = program_outputs(self.cfg, dt.datetime.fromisoformat(self.config[scheduler.AT_KEY]))
+        wanted = program_outputs(self.cfg, dt.datetime.fromisoformat(self.config[scheduling.AT_KEY]))
         have = {n["name"] for n in self.deployed.get("nodes", [])}
         want = {n["name"] for n in wanted["nodes"]}
         summary = {
@@ -155,13 +156,13 @@ class Harness:
 
     def __call__(self, *argv: str) -> tuple[int, dict]:
         out = io.StringIO()
-        tools = scheduler.Tools(
+        tools = scheduling.Tools(
             open_stack=self.open_stack,
             probe=self.ray,
             run=self.run_command,
             sleep=self.time.sleep,
             clock=self.time.clock,
-            log=scheduler.JsonLog(self.log_stream),
+            log=scheduling.JsonLog(self.log_stream),
         )
         code = scheduler.main([*argv, "--work-dir", str(ROOT), "--lock-file", str(self.lock_file)], tools, out)
         return code, (json.loads(out.getvalue()) if out.getvalue() else {})
@@ -182,7 +183,7 @@ class TestApply:
     def test_pins_the_instant_refreshes_then_ups_then_unpins(self, noon_stack, tmp_path):
         run = Harness(noon_stack, tmp_path)
         code, report = run("apply", "--at", EVENING)
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         assert noon_stack.calls[:1] == [("outputs",)]
         assert noon_stack.names()[1:] == ["set_config", "refresh", "up", "remove_config", "outputs"]
         assert noon_stack.calls[1] == ("set_config", "ray-cluster:at", EVENING)
@@ -194,11 +195,11 @@ class TestApply:
 
     def test_second_run_with_nothing_to_do_changes_nothing(self, noon_stack, tmp_path):
         run = Harness(noon_stack, tmp_path)
-        assert run("apply", "--at", EVENING)[0] == scheduler.OK
+        assert run("apply", "--at", EVENING)[0] == scheduling.OK
         deployed, probes = noon_stack.deployed, len(run.ray.probes)
 
         code, report = run("apply", "--at", LATER_EVENING)
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         assert report["changes"] == {}
         assert report["difference"] == {"bringUp": [], "remove": [], "addNodes": [], "removeNodes": []}
         assert "no_changes" in run.event_names()
@@ -210,14 +211,14 @@ class TestApply:
     def test_drain_start_removes_the_night_tier(self, prod_config, tmp_path):
         stack = StandInStack(prod_config, deployed_at=EVENING)
         code, report = Harness(stack, tmp_path)("apply", "--at", MORNING)
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         assert report["difference"]["remove"] == ["heavy-compute"]
         assert report["changes"] == {"delete": 3 * RESOURCES_PER_NODE}
         assert stack.deployed["liveTiers"] == ["always-on"]
 
     def test_dry_run_previews_and_never_ups(self, noon_stack, tmp_path):
         code, report = Harness(noon_stack, tmp_path)("apply", "--at", EVENING, "--dry-run")
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         assert noon_stack.names() == ["outputs", "set_config", "preview", "remove_config"]
         assert report["changes"] == {"create": 3 * RESOURCES_PER_NODE}
         assert noon_stack.deployed["liveTiers"] == ["always-on"]
@@ -225,7 +226,7 @@ class TestApply:
     def test_without_at_pins_now_with_an_offset(self, noon_stack, tmp_path):
         run = Harness(noon_stack, tmp_path)
         before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        assert run("apply")[0] == scheduler.OK
+        assert run("apply")[0] == scheduling.OK
         pinned = dt.datetime.fromisoformat(noon_stack.calls[1][2])
         assert pinned.utcoffset() is not None
         assert before <= pinned <= dt.datetime.now(dt.timezone.utc)
@@ -234,8 +235,8 @@ class TestApply:
         run = Harness(noon_stack, tmp_path)
         run.ray.joins_after = 4
         code, report = run("apply", "--at", EVENING)
-        assert code == scheduler.OK
-        assert run.time.sleeps == [scheduler.JOIN_POLL_S] * 3
+        assert code == scheduling.OK
+        assert run.time.sleeps == [scheduling.JOIN_POLL_S] * 3
         assert run.ray.probes == ["http://head.invalid:8265"] * 4
         assert report["nodes"]["heavy-compute"]["missing"] == []
 
@@ -243,7 +244,7 @@ class TestApply:
         run = Harness(noon_stack, tmp_path)
         run.ray.never = ("ray-hc-2",)
         code, report = run("apply", "--at", EVENING, "--join-timeout", "60")
-        assert code == scheduler.NOT_JOINED
+        assert code == scheduling.NOT_JOINED
         assert report["nodes"]["heavy-compute"] == {"joined": ["ray-hc-1", "ray-hc-3"], "missing": ["ray-hc-2"]}
         assert sum(run.time.sleeps) == 60
         not_joined = [e for e in run.events() if e["event"] == "not_joined"]
@@ -256,7 +257,7 @@ class TestApply:
 
         monkeypatch.setattr(noon_stack, "up", broken_up)
         run = Harness(noon_stack, tmp_path)
-        assert run("apply", "--at", EVENING)[0] == scheduler.FAILED
+        assert run("apply", "--at", EVENING)[0] == scheduling.FAILED
         assert noon_stack.names()[-1] == "remove_config"
         failed = [e for e in run.events() if e["event"] == "pulumi_failed"]
         assert failed[0]["operation"] == "up" and "vSphere said no" in failed[0]["error"]
@@ -267,7 +268,7 @@ class TestApply:
         stack = StandInStack(prod_config, deployed_at=EVENING, drain_alarm=alarm)
         run = Harness(stack, tmp_path)
         code, report = run("apply", "--at", MORNING)
-        assert code == scheduler.DRAIN_INCOMPLETE
+        assert code == scheduling.DRAIN_INCOMPLETE
         assert report["drainAlarms"] == [f"{drain.ALARM_PREFIX} {name}: {alarm}" for name in ("ray-hc-1", "ray-hc-2", "ray-hc-3")]
         errors = [e for e in run.events() if e["level"] == "error"]
         assert [e["event"] for e in errors] == ["drain_incomplete"] * 3
@@ -275,7 +276,7 @@ class TestApply:
 
     def test_a_clean_drain_raises_no_alarm(self, prod_config, tmp_path):
         code, report = Harness(StandInStack(prod_config, deployed_at=EVENING), tmp_path)("apply", "--at", MORNING)
-        assert code == scheduler.OK and "drainAlarms" not in report
+        assert code == scheduling.OK and "drainAlarms" not in report
 
 
 class TestLocking:
@@ -284,26 +285,26 @@ class TestLocking:
         with open(run.lock_file, "w") as held:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run in progress
             code, report = run("apply", "--at", EVENING)
-        assert code == scheduler.OVERLAP
+        assert code == scheduling.OVERLAP
         assert (run.opened, noon_stack.calls) == (0, [])
         assert run.event_names() == ["overlap"]
         # Once the other run is gone, the lock is free again.
-        assert run("apply", "--at", EVENING)[0] == scheduler.OK
+        assert run("apply", "--at", EVENING)[0] == scheduling.OK
 
     def test_a_manual_drain_is_refused_while_a_run_holds_the_lock(self, noon_stack, tmp_path):
         run = Harness(noon_stack, tmp_path)
         with open(run.lock_file, "w") as held:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            assert run("drain", "ray-hc-2")[0] == scheduler.OVERLAP
+            assert run("drain", "ray-hc-2")[0] == scheduling.OVERLAP
         assert run.ran == []
 
     def test_a_locked_stack_is_retried_with_backoff(self, prod_config, tmp_path):
         stack = StandInStack(prod_config, deployed_at=NOON, locked={"refresh": 1, "up": 2})
         run = Harness(stack, tmp_path)
         code, report = run("apply", "--at", EVENING)
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         assert stack.names() == ["outputs", "set_config", "refresh", "refresh", "up", "up", "up", "remove_config", "outputs"]
-        first = scheduler.LOCK_FIRST_DELAY_S
+        first = scheduling.LOCK_FIRST_DELAY_S
         assert run.time.sleeps[:3] == [first, first, 2 * first]
         assert report["changes"] == {"create": 3 * RESOURCES_PER_NODE}
 
@@ -311,10 +312,10 @@ class TestLocking:
         stack = StandInStack(prod_config, deployed_at=NOON, locked={"up": 100})
         run = Harness(stack, tmp_path)
         code, _ = run("apply", "--at", EVENING)
-        assert code == scheduler.STACK_LOCKED
-        assert stack.names().count("up") == scheduler.LOCK_ATTEMPTS
-        first = scheduler.LOCK_FIRST_DELAY_S
-        assert run.time.sleeps == [first * 2**i for i in range(scheduler.LOCK_ATTEMPTS - 1)]
+        assert code == scheduling.STACK_LOCKED
+        assert stack.names().count("up") == scheduling.LOCK_ATTEMPTS
+        first = scheduling.LOCK_FIRST_DELAY_S
+        assert run.time.sleeps == [first * 2**i for i in range(scheduling.LOCK_ATTEMPTS - 1)]
         assert stack.names()[-1] == "remove_config" and stack.config == {}
         assert run.event_names()[-1] == "stack_locked"
 
@@ -322,7 +323,7 @@ class TestLocking:
 class TestPlanAndStatus:
     def test_plan_shows_desired_deployed_and_changes(self, noon_stack, tmp_path):
         code, report = Harness(noon_stack, tmp_path)("plan", "--at", EVENING)
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         assert noon_stack.names() == ["outputs", "set_config", "preview", "remove_config"]
         assert report["desired"]["liveTiers"] == ["always-on", "heavy-compute"]
         assert report["desired"]["nextTransition"] == "2026-06-11T05:45:00+02:00"
@@ -336,7 +337,7 @@ class TestPlanAndStatus:
             [sys.executable, "-m", "scripts.scheduler", "plan", "--at", NOON, "--lock-file", str(tmp_path / "lock")],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )
-        assert result.returncode == scheduler.OK, result.stderr
+        assert result.returncode == scheduling.OK, result.stderr
         report = json.loads(result.stdout)
         assert report["desired"]["liveTiers"] == ["always-on"]
         assert report["desired"]["tiers"]["heavy-compute"]["nextTransition"] == "2026-06-10T18:00:00+02:00"
@@ -349,7 +350,7 @@ class TestPlanAndStatus:
         stack = StandInStack(prod_config, deployed_at=EVENING)
         ray = FakeRay(stack, never=("ray-hc-3",))
         code, report = Harness(stack, tmp_path, ray)("status")
-        assert code == scheduler.NOT_JOINED
+        assert code == scheduling.NOT_JOINED
         assert report["nodes"]["always-on"] == {"joined": ["ray-ao-1", "ray-ao-2", "ray-ao-3"], "missing": []}
         assert report["nodes"]["heavy-compute"] == {"joined": ["ray-hc-1", "ray-hc-2"], "missing": ["ray-hc-3"]}
         assert report["unexpected"] == []
@@ -359,7 +360,7 @@ class TestPlanAndStatus:
         leftover = RayNodeView(node_id="x", name="ray-hc-1", ip="10.20.0.21", tier="heavy-compute", is_head=False)
         ray = FakeRay(stack)
         code, report = Harness(stack, tmp_path, lambda address: ray(address) + [leftover])("status")
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         assert report["unexpected"] == ["ray-hc-1"]
 
 
@@ -371,7 +372,7 @@ class TestDrain:
         (client_dir / "known_hosts").write_text("10.20.0.22 ssh-ed25519 AAAA\n")
         run = Harness(noon_stack, tmp_path)
         code, report = run("drain", "ray-hc-2")
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         assert report == {"drained": "ray-hc-2", "tier": "heavy-compute"}
         [argv] = run.ran
         placed = prod_config.placed("ray-hc-2")
@@ -385,13 +386,13 @@ class TestDrain:
     @pytest.mark.parametrize("node, event", [("ray-ao-1", "refused_head"), ("ray-xx-9", "unknown_node")])
     def test_refuses_the_head_and_unknown_nodes(self, noon_stack, tmp_path, node, event):
         run = Harness(noon_stack, tmp_path)
-        assert run("drain", node)[0] == scheduler.USAGE
+        assert run("drain", node)[0] == scheduling.USAGE
         assert run.ran == [] and run.event_names() == [event]
 
     def test_without_a_pinned_host_key_it_does_not_connect(self, noon_stack, tmp_path, monkeypatch):
         monkeypatch.setenv("HOME", str(tmp_path))
         run = Harness(noon_stack, tmp_path)
-        assert run("drain", "ray-hc-1")[0] == scheduler.FAILED
+        assert run("drain", "ray-hc-1")[0] == scheduling.FAILED
         assert run.ran == [] and run.event_names() == ["no_host_key"]
 
 
@@ -400,9 +401,9 @@ class TestSecrets:
     def test_no_secret_output_reaches_the_report_or_the_log(self, noon_stack, tmp_path, argv):
         run = Harness(noon_stack, tmp_path)
         code, report = run(*argv)
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         deployed = report["deployed"]
-        assert deployed["rayToken"] == deployed["grafanaAdminPassword"] == scheduler.SECRET_MASK
+        assert deployed["rayToken"] == deployed["grafanaAdminPassword"] == scheduling.SECRET_MASK
         assert deployed["dashboardUrl"] == "http://head.invalid:8265"  # plain outputs stay readable
         written = json.dumps(report) + run.log_stream.getvalue()
         assert not [value for value in SECRET_OUTPUTS.values() if value in written]
@@ -411,8 +412,8 @@ class TestSecrets:
 class TestCommandLine:
     def test_the_report_is_one_json_line(self, noon_stack, tmp_path):
         out = io.StringIO()
-        tools = scheduler.Tools(open_stack=lambda name, work_dir: noon_stack, probe=FakeRay(noon_stack), run=lambda argv: 0,
-                                sleep=lambda s: None, clock=lambda: 0.0, log=scheduler.JsonLog(io.StringIO()))
+        tools = scheduling.Tools(open_stack=lambda name, work_dir: noon_stack, probe=FakeRay(noon_stack), run=lambda argv: 0,
+                                sleep=lambda s: None, clock=lambda: 0.0, log=scheduling.JsonLog(io.StringIO()))
         scheduler.main(["plan", "--at", EVENING, "--work-dir", str(ROOT), "--lock-file", str(tmp_path / "lock")], tools, out)
         assert len(out.getvalue().splitlines()) == 1 and json.loads(out.getvalue())["desired"]
 
@@ -420,12 +421,12 @@ class TestCommandLine:
     def test_at_without_an_offset_is_a_usage_error(self, noon_stack, tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             Harness(noon_stack, tmp_path)("apply", "--at", "2026-06-10T18:00:00")
-        assert exit_.value.code == scheduler.USAGE
+        assert exit_.value.code == scheduling.USAGE
         assert "must carry a UTC offset" in capsys.readouterr().err
 
     def test_an_unknown_stack_is_a_config_error(self, noon_stack, tmp_path):
         run = Harness(noon_stack, tmp_path)
-        assert run("plan", "--stack", "nosuch")[0] == scheduler.USAGE
+        assert run("plan", "--stack", "nosuch")[0] == scheduling.USAGE
         assert run.event_names() == ["config_error"]
 
     def test_every_log_line_is_json_with_ts_level_event(self, noon_stack, tmp_path):
@@ -442,7 +443,7 @@ class TestCommandLine:
     def test_exit_codes_are_documented(self):
         doc = scheduler.__doc__
         for name in ("OK", "FAILED", "USAGE", "OVERLAP", "STACK_LOCKED", "NOT_JOINED", "DRAIN_INCOMPLETE"):
-            assert re.search(rf"^    {getattr(scheduler, name)}  ", doc, re.MULTILINE), name
+            assert re.search(rf"^    {getattr(scheduling, name)}  ", doc, re.MULTILINE), name
 
 
 class TestTimers:

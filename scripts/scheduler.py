@@ -1,12 +1,14 @@
 """Tier scheduler: converge the stack on time with Pulumi's Automation API, and report.
 
 The program itself decides which tiers are live at the instant it runs for
-(DESIGN.md, "How the schedule works"); this tool pins that instant, runs
-refresh + up, and checks that a tier it brought up joined Ray. Timers start
-`apply` at each window start and drain start (scripts/systemd, scripts/cron).
+(README, "How the schedule works"); this tool pins that instant, runs
+refresh + up, and checks that a tier it brought up joined Ray. A timer runs
+`apply --if-due` every 5 minutes (scripts/systemd, scripts/cron): it does nothing
+unless the schedule wants a tier or node that is not deployed, or the other way
+round, so every tier's edges are met within minutes and a failed edge is retried.
 
     python -m scripts.scheduler plan       [--stack prod] [--at ISO] [--work-dir .]
-    python -m scripts.scheduler apply      [--stack prod] [--at ISO] [--dry-run] [--work-dir .]
+    python -m scripts.scheduler apply      [--stack prod] [--at ISO] [--dry-run] [--if-due] [--work-dir .]
     python -m scripts.scheduler status     [--stack prod] [--work-dir .]
     python -m scripts.scheduler drain NODE [--stack prod] [--work-dir .]
 
@@ -20,16 +22,19 @@ Exit codes:
     3  overlap: another scheduler run holds this working copy's lock; nothing was done
     4  the Pulumi stack stayed locked by another update through every retry
     5  not joined: a live tier's nodes are not (all) in Ray (after apply's wait; status)
-    6  the update went through, but a drain did not finish (deadline passed or head
-       unreachable): work on that node may be lost; the report's drainAlarms say which
+    6  the update went through, but a drain did not finish (deadline passed, head or
+       node unreachable): work on that node may be lost; the report's drainAlarms say which
+    7  the working copy is not what origin/<branch> says (local changes, or behind):
+       nothing was done; `git pull --ff-only` and run again
 
-The instant: `plan` and `apply` set `ray-cluster:at` in the working copy's stack
-config (Pulumi.<stack>.yaml, never committed) before refresh/preview/up, and
-remove it afterwards, whatever happened. Left behind, the pin would make every
-later `pulumi up` in this checkout compute the desired state for a past instant;
-without it, a manual `pulumi up` reads the clock, which gives the answer the
-scheduler would give at that instant, by design. The `at` stack output records
-the instant each update used. The lock makes pin, run and unpin one step.
+The instant: `plan` and `apply` hand it to the Pulumi program in the environment
+(RAY_CLUSTER_AT) of the Pulumi CLI they start; nothing is written into
+Pulumi.<stack>.yaml, so a killed run leaves nothing pinned. Without it, a manual
+`pulumi up` reads the clock, which gives the answer the scheduler would give at
+that instant, by design. The `at` stack output records the instant each update used.
+
+SSH: the cluster key is read from the stack's secret config and held by a private
+ssh-agent for the run only (scripts/ops/ssh_agent.py): nothing is written to disk.
 """
 from __future__ import annotations
 
@@ -45,7 +50,7 @@ from pulumi import automation as auto
 from components.model.config import ConfigError
 from components.model.stack import read_stack_file
 from scripts.ops.scheduling import (
-    FAILED, JOIN_TIMEOUT_S, OK, USAGE, Failure, Tools, apply, drain_node, exclusive_lock, plan, status,
+    CHECKOUT, FAILED, JOIN_TIMEOUT_S, OK, USAGE, Failure, Tools, apply, drain_node, exclusive_lock, plan, status,
 )
 
 
@@ -69,9 +74,11 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("plan", parents=[common, timed], help="desired vs deployed, and what an up would change")
     apply_cmd = commands.add_parser("apply", parents=[common, timed], help="refresh and up (preview only with --dry-run)")
     apply_cmd.add_argument("--dry-run", action="store_true")
+    apply_cmd.add_argument("--if-due", action="store_true", help="do nothing unless the schedule wants a change (the periodic timer)")
+    apply_cmd.add_argument("--branch", default="main", help="the branch the working copy must match on origin (default main)")
     apply_cmd.add_argument("--join-timeout", type=float, default=JOIN_TIMEOUT_S, help="seconds to wait for new nodes to join Ray")
     commands.add_parser("status", parents=[common], help="deployed nodes and whether they are in Ray")
-    drain_cmd = commands.add_parser("drain", parents=[common], help="drain one worker node now (it stays out until restarted)")
+    drain_cmd = commands.add_parser("drain", parents=[common], help="drain one worker now, until the next up (for longer: maintenance: true in config)")
     drain_cmd.add_argument("node")
     return root
 
@@ -93,10 +100,13 @@ def run(args: argparse.Namespace, tools: Tools) -> tuple[int, dict]:
         return status(stack(), tools)
     with exclusive_lock(args.lock_file or work_dir / f".scheduler-{args.stack}.lock"):
         if args.command == "drain":  # under the lock: never in the middle of an apply
-            return OK, drain_node(cfg, args.stack, args.node, tools)
+            return OK, drain_node(cfg, stack(), args.node, tools)
         at = args.at or tools.now().replace(microsecond=0)
         if args.command == "apply":
-            return apply(stack(), cfg, at, args.dry_run, tools, args.join_timeout)
+            problem = None if args.dry_run else tools.checkout(work_dir, args.branch)
+            if problem:
+                raise Failure(CHECKOUT, "checkout_refused", work_dir=str(work_dir), problem=problem)
+            return apply(stack(), cfg, at, args.dry_run, tools, args.join_timeout, args.if_due)
         try:
             opened = stack()
         except Failure as failure:  # no Pulumi CLI or backend here: the schedule still answers

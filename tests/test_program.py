@@ -436,3 +436,10 @@ def test_docker_settings_in_the_environment_are_refused_before_any_resource(raw,
     with pytest.raises(Exception, match="DOCKER_CONTEXT set in the environment would override every node's Docker host"):
         run_program(raw, tmp_path)
     assert [t for t in registered if t != "pulumi:pulumi:Stack"] == []
+
+
+def test_the_schedulers_instant_comes_from_the_environment_and_wins(raw, tmp_path, monkeypatch):
+    raw["at"] = NOON  # a pin someone left in the stack file
+    monkeypatch.setenv("RAY_CLUSTER_AT", NIGHT)
+    run = run_program(raw, tmp_path)
+    assert sorted(r.name for r in run.of_type(VM)) == sorted(AO + HC)

@@ -2,21 +2,26 @@
 and the timer examples against the prod schedule."""
 import datetime as dt
 import fcntl
+import functools
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from pulumi import automation as auto
 
+from components.model.stack import AT_ENVIRONMENT
 from components.render import drain
 from scripts import scheduler
 from scripts.ops import scheduling
 from scripts.ops.ray_state import RayNodeView
+from components.render.drain_over_ssh import drain_over_ssh
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENING = "2026-06-10T18:00:00+02:00"
@@ -35,7 +40,17 @@ def program_outputs(cfg, at: dt.datetime) -> dict:
         "liveTiers": cfg.live_tiers(at),
         "nodes": [{"name": p.node.name, "tier": p.tier_name, "ip": str(p.node.ip)} for p in cfg.live_nodes(at)],
         "dashboardUrl": "http://head.invalid:8265",
+        "hostKeys": {p.node.name: f"ssh-ed25519 AAAAHostKeyOf{p.node.name.replace('-', '')}" for p in cfg.live_nodes(at)},
     }
+
+
+@functools.cache
+def cluster_key() -> str:
+    """A real key: the scheduler hands it to a real ssh-agent."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "id"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+        return path.read_text()
 
 
 class Result:
@@ -46,8 +61,9 @@ class Result:
 class StandInStack:
     """Records every call in order and behaves like the program: the pinned `at` decides."""
 
-    def __init__(self, cfg, deployed_at: str | None = None, locked: dict[str, int] | None = None, drain_alarm: str = ""):
-        self.cfg = cfg
+    def __init__(self, cfg, deployed_at: str | None = None, locked: dict[str, int] | None = None, drain_alarm: str = "", ssh_key: str = ""):
+        self.cfg, self.ssh_key = cfg, ssh_key or cluster_key()
+        self.environments: list[dict[str, str]] = []  # what each engine operation saw
         self.drain_alarm = drain_alarm  # what a drain prints when it cannot finish
         self.calls: list[tuple] = []
         self.config: dict[str, str] = {}
@@ -59,9 +75,11 @@ class StandInStack:
         if self.locked.get(operation, 0) > 0:
             self.locked[operation] -= 1
             raise auto.ConcurrentUpdateError("error: the stack is currently locked by 1 lock(s)")
-        assert scheduling.AT_KEY in self.config, "the program would read the clock: `at` must be pinned first"
+        assert AT_ENVIRONMENT in os.environ, "the program would read the clock: the instant must be handed over first"
+        listed = subprocess.run(["ssh-add", "-l"], capture_output=True, text=True)  # the agent, as the providers' ssh sees it
+        self.environments.append({**os.environ, "agent keys": listed.stdout if listed.returncode == 0 else ""})
         on_output(f"{operation} (prod)")
-        wanted = program_outputs(self.cfg, dt.datetime.fromisoformat(self.config[scheduling.AT_KEY]))
+        wanted = program_outputs(self.cfg, dt.datetime.fromisoformat(os.environ[AT_ENVIRONMENT]))
         have = {n["name"] for n in self.deployed.get("nodes", [])}
         want = {n["name"] for n in wanted["nodes"]}
         summary = {
@@ -75,13 +93,9 @@ class StandInStack:
                 on_output(f"    command:remote:Command ({name}-drain): {drain.ALARM_PREFIX} {name}: {self.drain_alarm}")
         return {op: n for op, n in summary.items() if n}
 
-    def set_config(self, key, value):
-        self.calls.append(("set_config", key, value.value))
-        self.config[key] = value.value
-
-    def remove_config(self, key):
-        self.calls.append(("remove_config", key))
-        del self.config[key]
+    def get_config(self, key):
+        assert key == "ray-cluster:sshPrivateKey"
+        return auto.ConfigValue(value=self.ssh_key, secret=True)
 
     def outputs(self):
         self.calls.append(("outputs",))
@@ -144,6 +158,7 @@ class Harness:
         self.opened = 0
         self.ran: list[list[str]] = []
         self.log_stream = io.StringIO()
+        self.checkout_problem: str | None = None  # what the git check finds (tests of it use real git)
 
     def open_stack(self, name, work_dir):
         assert (name, work_dir) == ("prod", ROOT)
@@ -163,6 +178,7 @@ class Harness:
             sleep=self.time.sleep,
             clock=self.time.clock,
             log=scheduling.JsonLog(self.log_stream),
+            checkout=lambda work_dir, branch: self.checkout_problem,
         )
         code = scheduler.main([*argv, "--work-dir", str(ROOT), "--lock-file", str(self.lock_file)], tools, out)
         return code, (json.loads(out.getvalue()) if out.getvalue() else {})
@@ -180,14 +196,20 @@ def noon_stack(prod_config):
 
 
 class TestApply:
-    def test_pins_the_instant_refreshes_then_ups_then_unpins(self, noon_stack, tmp_path):
+    def test_hands_the_instant_and_the_key_to_refresh_and_up_and_writes_no_file(self, noon_stack, tmp_path):
+        stack_file = ROOT / "Pulumi.prod.yaml"
+        before = stack_file.read_text()
         run = Harness(noon_stack, tmp_path)
         code, report = run("apply", "--at", EVENING)
         assert code == scheduling.OK
-        assert noon_stack.calls[:1] == [("outputs",)]
-        assert noon_stack.names()[1:] == ["set_config", "refresh", "up", "remove_config", "outputs"]
-        assert noon_stack.calls[1] == ("set_config", "ray-cluster:at", EVENING)
-        assert noon_stack.config == {}  # the working copy is left unpinned
+        assert noon_stack.names() == ["outputs", "refresh", "up", "outputs"]
+        for seen in noon_stack.environments:
+            assert seen[AT_ENVIRONMENT] == EVENING
+            assert "(ED25519)" in seen["agent keys"]  # the cluster key, in an agent
+        # Afterwards: no instant left in this process, no agent, the stack file as it was.
+        assert AT_ENVIRONMENT not in os.environ
+        assert not Path(noon_stack.environments[0]["SSH_AUTH_SOCK"]).exists()
+        assert stack_file.read_text() == before
         assert report["difference"]["bringUp"] == ["heavy-compute"]
         assert report["changes"] == {"create": 3 * RESOURCES_PER_NODE}
         assert report["nodes"]["heavy-compute"] == {"joined": ["ray-hc-1", "ray-hc-2", "ray-hc-3"], "missing": []}
@@ -219,7 +241,7 @@ class TestApply:
     def test_dry_run_previews_and_never_ups(self, noon_stack, tmp_path):
         code, report = Harness(noon_stack, tmp_path)("apply", "--at", EVENING, "--dry-run")
         assert code == scheduling.OK
-        assert noon_stack.names() == ["outputs", "set_config", "preview", "remove_config"]
+        assert noon_stack.names() == ["outputs", "preview"]
         assert report["changes"] == {"create": 3 * RESOURCES_PER_NODE}
         assert noon_stack.deployed["liveTiers"] == ["always-on"]
 
@@ -227,7 +249,7 @@ class TestApply:
         run = Harness(noon_stack, tmp_path)
         before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         assert run("apply")[0] == scheduling.OK
-        pinned = dt.datetime.fromisoformat(noon_stack.calls[1][2])
+        pinned = dt.datetime.fromisoformat(noon_stack.environments[0][AT_ENVIRONMENT])
         assert pinned.utcoffset() is not None
         assert before <= pinned <= dt.datetime.now(dt.timezone.utc)
 
@@ -250,7 +272,7 @@ class TestApply:
         not_joined = [e for e in run.events() if e["event"] == "not_joined"]
         assert not_joined[0]["missing"] == {"heavy-compute": ["ray-hc-2"]}
 
-    def test_a_failed_up_exits_1_and_still_unpins(self, noon_stack, tmp_path, monkeypatch):
+    def test_a_failed_up_exits_1_and_leaves_no_instant_behind(self, noon_stack, tmp_path, monkeypatch):
         def broken_up(on_output):
             noon_stack.calls.append(("up",))
             raise auto.CommandError("error: vSphere said no")
@@ -258,7 +280,7 @@ class TestApply:
         monkeypatch.setattr(noon_stack, "up", broken_up)
         run = Harness(noon_stack, tmp_path)
         assert run("apply", "--at", EVENING)[0] == scheduling.FAILED
-        assert noon_stack.names()[-1] == "remove_config"
+        assert AT_ENVIRONMENT not in os.environ
         failed = [e for e in run.events() if e["event"] == "pulumi_failed"]
         assert failed[0]["operation"] == "up" and "vSphere said no" in failed[0]["error"]
 
@@ -303,7 +325,7 @@ class TestLocking:
         run = Harness(stack, tmp_path)
         code, report = run("apply", "--at", EVENING)
         assert code == scheduling.OK
-        assert stack.names() == ["outputs", "set_config", "refresh", "refresh", "up", "up", "up", "remove_config", "outputs"]
+        assert stack.names() == ["outputs", "refresh", "refresh", "up", "up", "up", "outputs"]
         first = scheduling.LOCK_FIRST_DELAY_S
         assert run.time.sleeps[:3] == [first, first, 2 * first]
         assert report["changes"] == {"create": 3 * RESOURCES_PER_NODE}
@@ -316,7 +338,7 @@ class TestLocking:
         assert stack.names().count("up") == scheduling.LOCK_ATTEMPTS
         first = scheduling.LOCK_FIRST_DELAY_S
         assert run.time.sleeps == [first * 2**i for i in range(scheduling.LOCK_ATTEMPTS - 1)]
-        assert stack.names()[-1] == "remove_config" and stack.config == {}
+        assert AT_ENVIRONMENT not in os.environ
         assert run.event_names()[-1] == "stack_locked"
 
 
@@ -324,7 +346,7 @@ class TestPlanAndStatus:
     def test_plan_shows_desired_deployed_and_changes(self, noon_stack, tmp_path):
         code, report = Harness(noon_stack, tmp_path)("plan", "--at", EVENING)
         assert code == scheduling.OK
-        assert noon_stack.names() == ["outputs", "set_config", "preview", "remove_config"]
+        assert noon_stack.names() == ["outputs", "preview"]
         assert report["desired"]["liveTiers"] == ["always-on", "heavy-compute"]
         assert report["desired"]["nextTransition"] == "2026-06-11T05:45:00+02:00"
         assert report["deployed"]["liveTiers"] == ["always-on"]
@@ -365,23 +387,17 @@ class TestPlanAndStatus:
 
 
 class TestDrain:
-    def test_runs_the_rendered_drain_over_ssh_with_the_pinned_host_key(self, prod_config, noon_stack, tmp_path, monkeypatch):
-        monkeypatch.setenv("HOME", str(tmp_path))
-        client_dir = tmp_path / ".ssh" / "ray-cluster" / "prod" / "ray-hc-2"
-        client_dir.mkdir(parents=True)
-        (client_dir / "known_hosts").write_text("10.20.0.22 ssh-ed25519 AAAA\n")
+    def test_runs_the_drain_on_delete_script_with_the_deployed_host_key(self, prod_config, noon_stack, tmp_path):
+        noon_stack.deployed = program_outputs(prod_config, dt.datetime.fromisoformat(EVENING))
         run = Harness(noon_stack, tmp_path)
         code, report = run("drain", "ray-hc-2")
         assert code == scheduling.OK
         assert report == {"drained": "ray-hc-2", "tier": "heavy-compute"}
         [argv] = run.ran
         placed = prod_config.placed("ray-hc-2")
-        assert argv[0] == "ssh"
-        assert argv[-2:] == ["rayops@10.20.0.22", drain.drain_command(prod_config, placed)]
-        options = " ".join(argv)
-        assert f"UserKnownHostsFile={client_dir / 'known_hosts'}" in options
-        assert "StrictHostKeyChecking=yes" in options and "BatchMode=yes" in options
-        assert run.opened == 0  # a drain needs no Pulumi
+        host_key = noon_stack.deployed["hostKeys"]["ray-hc-2"]
+        assert argv == ["sh", "-c", drain_over_ssh("rayops", "ray-hc-2", "10.20.0.22", host_key, drain.drain_command(prod_config, placed), unreachable_is_fatal=True)]
+        assert "drained_until_next_up" in run.event_names()
 
     @pytest.mark.parametrize("node, event", [("ray-ao-1", "refused_head"), ("ray-xx-9", "unknown_node")])
     def test_refuses_the_head_and_unknown_nodes(self, noon_stack, tmp_path, node, event):
@@ -389,11 +405,10 @@ class TestDrain:
         assert run("drain", node)[0] == scheduling.USAGE
         assert run.ran == [] and run.event_names() == [event]
 
-    def test_without_a_pinned_host_key_it_does_not_connect(self, noon_stack, tmp_path, monkeypatch):
-        monkeypatch.setenv("HOME", str(tmp_path))
-        run = Harness(noon_stack, tmp_path)
+    def test_a_node_the_stack_has_not_deployed_is_not_contacted(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)  # noon: the heavy tier is not deployed
         assert run("drain", "ray-hc-1")[0] == scheduling.FAILED
-        assert run.ran == [] and run.event_names() == ["no_host_key"]
+        assert run.ran == [] and run.event_names() == ["not_deployed"]
 
 
 class TestSecrets:
@@ -458,7 +473,8 @@ class TestTimers:
     def test_systemd_timer(self, edges):
         times, zone = edges
         timer = (ROOT / "scripts/systemd/ray-cluster-scheduler.timer").read_text()
-        calendars = re.findall(r"^OnCalendar=(.+)$", timer, re.MULTILINE)
+        periodic, *calendars = re.findall(r"^OnCalendar=(.+)$", timer, re.MULTILINE)
+        assert periodic == "*-*-* *:00/5:00"
         assert {dt.time.fromisoformat(c.split()[1]) for c in calendars} == times
         assert {c.split()[2] for c in calendars} == {zone}
         assert "Unit=ray-cluster-scheduler.service" in timer
@@ -469,12 +485,14 @@ class TestTimers:
         assert re.findall(r"^CRON_TZ=(\S+)$", crontab, re.MULTILINE) == [zone]
         jobs = re.findall(r"^(\d+) (\d+) \* \* \* (.+)$", crontab, re.MULTILINE)
         assert {dt.time(int(hour), int(minute)) for minute, hour, _ in jobs} == times
-        assert all("-m scripts.scheduler apply --stack prod" in command for *_, command in jobs)
+        periodic = re.findall(r"^\*/5 \* \* \* \* (.+)$", crontab, re.MULTILINE)
+        assert len(periodic) == 1
+        assert all("-m scripts.scheduler apply --if-due --stack prod" in command for command in [*periodic, *(c for *_, c in jobs)])
 
     def test_service_runs_the_scheduler(self):
         service = (ROOT / "scripts/systemd/ray-cluster-scheduler.service").read_text()
         exec_start = re.search(r"^ExecStart=(.+)$", service, re.MULTILINE).group(1)
-        assert "-m scripts.scheduler apply --stack prod" in exec_start
+        assert "-m scripts.scheduler apply --if-due --stack prod" in exec_start
         assert re.search(r"^Type=oneshot$", service, re.MULTILINE)
 
     @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
@@ -491,7 +509,7 @@ class TestTimers:
     )
     def test_systemd_fires_at_the_schedules_next_transition_across_daylight_saving(self, prod_config, base, expected):
         timer = (ROOT / "scripts/systemd/ray-cluster-scheduler.timer").read_text()
-        calendars = re.findall(r"^OnCalendar=(.+)$", timer, re.MULTILINE)
+        calendars = [c for c in re.findall(r"^OnCalendar=(.+)$", timer, re.MULTILINE) if len(c.split()) == 3]  # the edges
         result = subprocess.run(
             ["systemd-analyze", "calendar", f"--base-time={base}", *calendars],
             capture_output=True, text=True, env={"TZ": "UTC", "PATH": "/usr/bin:/bin"}, check=True,
@@ -504,3 +522,81 @@ class TestTimers:
 
         window = prod_config.tiers["heavy-compute"].window
         assert window.next_transition(utc(base)) == utc(expected)
+
+
+class TestWhatRuns:
+    def test_nothing_due_means_no_refresh_no_up_no_ssh(self, prod_config, tmp_path):
+        stack = StandInStack(prod_config, deployed_at=EVENING)
+        code, report = Harness(stack, tmp_path)("apply", "--at", LATER_EVENING, "--if-due")
+        assert code == scheduling.OK and report["changes"] == {}
+        assert stack.names() == ["outputs"]
+
+    @pytest.mark.parametrize("deployed_at, at", [(NOON, EVENING), (EVENING, MORNING)], ids=["bring-up", "removal"])
+    def test_a_missed_edge_is_still_due_minutes_later(self, prod_config, tmp_path, deployed_at, at):
+        late = (dt.datetime.fromisoformat(at) + dt.timedelta(minutes=5)).isoformat()
+        stack = StandInStack(prod_config, deployed_at=deployed_at)
+        code, report = Harness(stack, tmp_path)("apply", "--at", late, "--if-due")
+        assert code == scheduling.OK and "up" in stack.names() and report["changes"]
+
+    def test_docker_overrides_of_the_operator_never_reach_pulumi(self, noon_stack, tmp_path, monkeypatch):
+        monkeypatch.setenv("DOCKER_CONTEXT", "someone-elses")
+        monkeypatch.setenv("DOCKER_HOST", "tcp://elsewhere:2375")
+        assert Harness(noon_stack, tmp_path)("apply", "--at", EVENING)[0] == scheduling.OK
+        assert all("DOCKER_CONTEXT" not in seen and "DOCKER_HOST" not in seen for seen in noon_stack.environments)
+        assert os.environ["DOCKER_CONTEXT"] == "someone-elses"  # the scheduler's own environment is restored
+
+    def test_a_refused_checkout_touches_nothing(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)
+        run.checkout_problem = "stale: HEAD is 1234, origin/main is 5678"
+        code, _ = run("apply", "--at", EVENING)
+        assert code == scheduling.CHECKOUT
+        assert noon_stack.calls == [] and run.event_names() == ["checkout_refused"]
+        run.checkout_problem = "local changes to tracked files: Pulumi.prod.yaml"
+        assert run("apply", "--at", EVENING, "--dry-run")[0] == scheduling.OK  # a preview deploys nothing
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+class TestCheckout:
+    """`checkout_problem` against real git: a bare `origin` and two clones in tmp_path."""
+
+    @pytest.fixture
+    def clones(self, tmp_path, monkeypatch):
+        for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+            monkeypatch.setenv(key, "scheduler-test")
+        origin = tmp_path / "origin.git"
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+        author = tmp_path / "author"
+        subprocess.run(["git", "clone", "-q", str(origin), str(author)], check=True, capture_output=True)
+        (author / "Pulumi.prod.yaml").write_text("config: {}\n")
+        git(author, "add", ".")
+        git(author, "commit", "-q", "-m", "first")
+        git(author, "push", "-q", "origin", "HEAD:main")
+        host = tmp_path / "scheduler-host"
+        subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(host)], check=True, capture_output=True)
+        return author, host
+
+    def test_a_clean_current_checkout_is_fine(self, clones):
+        _, host = clones
+        (host / ".scheduler-prod.lock").write_text("")  # untracked files do not count
+        assert scheduling.checkout_problem(host, "main") is None
+
+    def test_local_changes_are_refused(self, clones):
+        _, host = clones
+        (host / "Pulumi.prod.yaml").write_text("config: {edited: on-the-host}\n")
+        assert scheduling.checkout_problem(host, "main") == "local changes to tracked files: Pulumi.prod.yaml"
+
+    def test_a_checkout_behind_origin_is_refused(self, clones):
+        author, host = clones
+        (author / "Pulumi.prod.yaml").write_text("config: {newer: true}\n")
+        git(author, "commit", "-q", "-am", "second")
+        git(author, "push", "-q", "origin", "HEAD:main")
+        problem = scheduling.checkout_problem(host, "main")
+        assert problem.startswith("stale: HEAD is ") and problem.endswith("run `git pull --ff-only`")
+        git(host, "pull", "-q", "--ff-only")
+        assert scheduling.checkout_problem(host, "main") is None
+
+    def test_not_a_checkout_at_all(self, tmp_path):
+        assert scheduling.checkout_problem(tmp_path, "main").startswith("not a git checkout")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,14 +21,16 @@ from zoneinfo import ZoneInfo
 from pulumi import automation as auto
 
 from components.model.config import NAMESPACE, ClusterConfig
+from components.model.stack import AT_ENVIRONMENT
 from components.render import drain
-from components.resources.ssh_access import client_root, docker_ssh_opts
+from components.render.drain_over_ssh import drain_over_ssh
 from scripts.ops import ray_state
+from scripts.ops.ssh_agent import AgentError, cluster_agent
 
-OK, FAILED, USAGE, OVERLAP, STACK_LOCKED, NOT_JOINED, DRAIN_INCOMPLETE = 0, 1, 2, 3, 4, 5, 6
+OK, FAILED, USAGE, OVERLAP, STACK_LOCKED, NOT_JOINED, DRAIN_INCOMPLETE, CHECKOUT = 0, 1, 2, 3, 4, 5, 6, 7
 SECRET_MASK = "[secret]"
 
-AT_KEY = f"{NAMESPACE}:at"
+SSH_KEY = f"{NAMESPACE}:sshPrivateKey"
 LOCK_ATTEMPTS = 5  # a locked stack is retried after 15, 30, 60, 120 s
 LOCK_FIRST_DELAY_S = 15.0
 JOIN_TIMEOUT_S = 600.0
@@ -72,6 +75,8 @@ class Tools:
     clock: Callable[[], float] = time.monotonic
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
     log: JsonLog = field(default_factory=JsonLog)
+    agent: Callable[[str], Any] = cluster_agent  # the cluster key in a private ssh-agent
+    checkout: Callable[[Path, str], Optional[str]] = lambda work_dir, branch: checkout_problem(work_dir, branch)
 
 
 # ---------------------------------------------------------------- what the schedule wants
@@ -144,15 +149,48 @@ def exclusive_lock(path: Path) -> Iterator[None]:
         yield  # closing the file releases the lock
 
 
+def checkout_problem(work_dir: Path, branch: str) -> Optional[str]:
+    """Why `work_dir` is not what `branch` on origin says (None: it is): the scheduler deploys
+    the repository, never a host's local edits or a checkout that missed a merge."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(work_dir), *args], capture_output=True, text=True, timeout=60)
+
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    if dirty.returncode != 0:
+        return f"not a git checkout: {dirty.stderr.strip()}"
+    if dirty.stdout.strip():
+        return f"local changes to tracked files: {' '.join(line[3:] for line in dirty.stdout.splitlines())}"
+    fetched = git("fetch", "--quiet", "origin", branch)
+    if fetched.returncode != 0:
+        return f"cannot fetch origin/{branch}: {fetched.stderr.strip()}"
+    head, wanted = git("rev-parse", "HEAD").stdout.strip(), git("rev-parse", "FETCH_HEAD").stdout.strip()
+    if head != wanted:
+        return f"stale: HEAD is {head[:12]}, origin/{branch} is {wanted[:12]}: run `git pull --ff-only`"
+    return None
+
+
 @contextmanager
-def pinned_instant(stack, at: dt.datetime, tools: Tools) -> Iterator[None]:
-    stack.set_config(AT_KEY, auto.ConfigValue(value=at.isoformat()))
-    tools.log("info", "pinned", key=AT_KEY, at=at.isoformat())
+def program_environment(stack, at: dt.datetime, tools: Tools) -> Iterator[None]:
+    """What the Pulumi CLI that the Automation API starts sees during refresh/preview/up: the
+    instant (RAY_CLUSTER_AT; nothing is written into Pulumi.<stack>.yaml, so a killed run
+    leaves no pin behind), the cluster key in a private agent, no Docker overrides."""
     try:
-        yield
+        key = stack.get_config(SSH_KEY).value
+    except (auto.CommandError, KeyError) as error:
+        raise Failure(USAGE, "no_ssh_key", key=SSH_KEY, error=str(error).strip(), message="set it with `pulumi config set --secret`")
+    saved = dict(os.environ)
+    try:
+        with tools.agent(key) as env:
+            os.environ.clear()
+            os.environ.update(env)
+            os.environ[AT_ENVIRONMENT] = at.isoformat()
+            tools.log("info", "instant", variable=AT_ENVIRONMENT, at=at.isoformat())
+            yield
+    except AgentError as error:
+        raise Failure(FAILED, "ssh_agent_failed", error=str(error))
     finally:
-        stack.remove_config(AT_KEY)
-        tools.log("info", "unpinned", key=AT_KEY)
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def with_retries(operation: str, call: Callable[[], Any], tools: Tools) -> Any:
@@ -201,17 +239,25 @@ def plan(stack, cfg: ClusterConfig, at: dt.datetime, tools: Tools) -> dict:
     if stack is None:
         return {"desired": wanted, "deployed": None, "difference": None, "changes": None}
     deployed = deployed_state(stack)
-    with pinned_instant(stack, at, tools):
+    with program_environment(stack, at, tools):
         changes = preview_changes(stack, tools)
     return {"desired": wanted, "deployed": deployed, "difference": difference(wanted, deployed), "changes": changes}
 
 
-def apply(stack, cfg: ClusterConfig, at: dt.datetime, dry_run: bool, tools: Tools, join_timeout: float = JOIN_TIMEOUT_S) -> tuple[int, dict]:
+def apply(
+    stack, cfg: ClusterConfig, at: dt.datetime, dry_run: bool, tools: Tools,
+    join_timeout: float = JOIN_TIMEOUT_S, if_due: bool = False,
+) -> tuple[int, dict]:
     wanted = desired_state(cfg, at)
     before = deployed_state(stack)
     report: dict[str, Any] = {"at": at.isoformat(), "dryRun": dry_run, "difference": difference(wanted, before)}
+    if if_due and before is not None and not any(report["difference"].values()):
+        # The periodic run (every few minutes): no refresh, no up, no SSH when the schedule has nothing due.
+        tools.log("info", "nothing_due", at=at.isoformat())
+        report["changes"] = {}
+        return OK, report
     drain_alarms: list[str] = []
-    with pinned_instant(stack, at, tools):
+    with program_environment(stack, at, tools):
         if dry_run:
             report["changes"] = preview_changes(stack, tools)
         else:
@@ -292,29 +338,29 @@ def status(stack, tools: Tools) -> tuple[int, dict]:
     return (OK if healthy else NOT_JOINED), report
 
 
-def drain_node(cfg: ClusterConfig, stack_name: str, node_name: str, tools: Tools) -> dict:
-    """Drain one worker now, with the very command its drain-on-delete resource runs.
+def drain_node(cfg: ClusterConfig, stack, node_name: str, tools: Tools) -> dict:
+    """Drain one worker now, with the very script its drain-on-delete resource runs.
 
-    The drain turns the container's restart policy off, so the node stays out of
-    Ray until someone brings it back on the VM (`docker update
-    --restart=unless-stopped ray-node && docker start ray-node`). Whether a later
-    refresh + up re-creates the stopped container is pulumi-docker's call
-    (pulumi/pulumi-docker#392); we could not check it without a Docker engine.
+    For a drain that lasts, put the node in maintenance in the stack config
+    (`maintenance: true` on the node, commit, apply): that drain survives every later
+    `up`; this one lasts until the next `up` brings the container back.
     """
     placed = cfg.placed(node_name)
     if placed is None:
         raise Failure(USAGE, "unknown_node", node=node_name, nodes=[p.node.name for p in cfg.placed_nodes])
     if placed.node.head:
         raise Failure(USAGE, "refused_head", node=node_name, message="the head cannot be drained: the cluster would go with it")
-    client_dir = client_root(stack_name) / node_name
-    if not (client_dir / "known_hosts").is_file():
-        raise Failure(FAILED, "no_host_key", node=node_name, known_hosts=str(client_dir / "known_hosts"), message="run `pulumi up` on this machine first: it writes the pinned host key")
-    argv = [
-        "ssh", *docker_ssh_opts(client_dir), "-o", "BatchMode=yes",
-        f"{cfg.ssh.user}@{placed.node.ip}", drain.drain_command(cfg, placed),
-    ]
+    host_keys = (deployed_state(stack) or {}).get("hostKeys") or {}
+    if node_name not in host_keys:
+        raise Failure(FAILED, "not_deployed", node=node_name, message="the stack has no host key for this node: is it deployed?")
+    script = drain_over_ssh(
+        cfg.ssh.user, node_name, str(placed.node.ip), host_keys[node_name], drain.drain_command(cfg, placed),
+        unreachable_is_fatal=True,
+    )
     tools.log("info", "draining", node=node_name, tier=placed.tier_name, ip=str(placed.node.ip))
-    code = tools.run(argv)
+    with program_environment(stack, tools.now(), tools):
+        code = tools.run(["sh", "-c", script])
     if code != 0:
         raise Failure(FAILED, "drain_failed", node=node_name, exit_code=code)
+    tools.log("warning", "drained_until_next_up", node=node_name, message="set maintenance: true on the node to keep it out")
     return {"drained": node_name, "tier": placed.tier_name}

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import prod_raw
 from scripts.ops import engine_rules as er
+from scripts.ops import provider_rules
 from scripts.ops import program_mocks
 from scripts.ops.program_mocks import run_program
 
@@ -114,12 +115,12 @@ def test_ignore_changes_keeps_the_old_value_at_the_path():
 
 
 def test_an_unknown_resource_type_needs_its_rules_written_down():
-    with pytest.raises(er.UnknownResourceType, match="add them, with their source"):
+    with pytest.raises(provider_rules.UnknownResourceType, match="add them, with their source"):
         er.up([res("x", "vendor:index/thing:Thing", inputs={"a": 1})], [res("x", "vendor:index/thing:Thing", inputs={"a": 2})])
 
 
 def test_every_rule_names_its_source():
-    for type_token, rules in er.PROVIDERS.items():
+    for type_token, rules in provider_rules.PROVIDERS.items():
         assert "/" in rules.source and (".go" in rules.source or "DiffConfig" in rules.source), type_token
 
 
@@ -162,7 +163,7 @@ def new(at: str = NIGHT, **kwargs) -> list[er.Resource]:
 def test_the_model_knows_every_resource_type_the_program_registers():
     for resource in graph(NIGHT):
         if resource.custom:
-            er.rules_for(resource.type)
+            provider_rules.rules_for(resource.type)
 
 
 def test_a_second_preview_after_up_and_refresh_changes_nothing():

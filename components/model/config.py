@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from components.model.checks import cross_checks
-from components.model.errors import NAMESPACE, ConfigError, Problem
+from components.model.errors import NAMESPACE, ConfigError, Problem  # noqa: F401  (NAMESPACE: re-exported)
 from components.model.schedule import DailyWindow
 from components.model.versions import pinned_version, require_pinned
 

@@ -1,12 +1,14 @@
 """Tier scheduler: converge the stack on time with Pulumi's Automation API, and report.
 
 The program itself decides which tiers are live at the instant it runs for
-(DESIGN.md, "How the schedule works"); this tool pins that instant, runs
-refresh + up, and checks that a tier it brought up joined Ray. Timers start
-`apply` at each window start and drain start (scripts/systemd, scripts/cron).
+(README, "How the schedule works"); this tool pins that instant, runs
+refresh + up, and checks that a tier it brought up joined Ray. A timer runs
+`apply --if-due` every 5 minutes (scripts/systemd, scripts/cron): it does nothing
+unless the schedule wants a tier or node that is not deployed, or the other way
+round, so every tier's edges are met within minutes and a failed edge is retried.
 
     python -m scripts.scheduler plan       [--stack prod] [--at ISO] [--work-dir .]
-    python -m scripts.scheduler apply      [--stack prod] [--at ISO] [--dry-run] [--work-dir .]
+    python -m scripts.scheduler apply      [--stack prod] [--at ISO] [--dry-run] [--if-due] [--work-dir .]
     python -m scripts.scheduler status     [--stack prod] [--work-dir .]
     python -m scripts.scheduler drain NODE [--stack prod] [--work-dir .]
 
@@ -20,337 +22,36 @@ Exit codes:
     3  overlap: another scheduler run holds this working copy's lock; nothing was done
     4  the Pulumi stack stayed locked by another update through every retry
     5  not joined: a live tier's nodes are not (all) in Ray (after apply's wait; status)
-    6  the update went through, but a drain did not finish (deadline passed or head
-       unreachable): work on that node may be lost; the report's drainAlarms say which
+    6  the update went through, but a drain did not finish (deadline passed, head or
+       node unreachable): work on that node may be lost; the report's drainAlarms say which
+    7  the working copy is not what origin/<branch> says (local changes, or behind):
+       nothing was done; `git pull --ff-only` and run again
 
-The instant: `plan` and `apply` set `ray-cluster:at` in the working copy's stack
-config (Pulumi.<stack>.yaml, never committed) before refresh/preview/up, and
-remove it afterwards, whatever happened. Left behind, the pin would make every
-later `pulumi up` in this checkout compute the desired state for a past instant;
-without it, a manual `pulumi up` reads the clock, which gives the answer the
-scheduler would give at that instant, by design. The `at` stack output records
-the instant each update used. The lock makes pin, run and unpin one step.
+The instant: `plan` and `apply` hand it to the Pulumi program in the environment
+(RAY_CLUSTER_AT) of the Pulumi CLI they start; nothing is written into
+Pulumi.<stack>.yaml, so a killed run leaves nothing pinned. Without it, a manual
+`pulumi up` reads the clock, which gives the answer the scheduler would give at
+that instant, by design. The `at` stack output records the instant each update used.
+
+SSH: the cluster key is read from the stack's secret config and held by a private
+ssh-agent for the run only (scripts/ops/ssh_agent.py): nothing is written to disk.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import fcntl
 import json
-import subprocess
 import sys
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
-from zoneinfo import ZoneInfo
+from typing import Optional
 
 from pulumi import automation as auto
 
-from components.render import drain
-from components.model.config import NAMESPACE, ClusterConfig, ConfigError
-from components.resources.ssh_access import client_root, docker_ssh_opts
+from components.model.config import ConfigError
 from components.model.stack import read_stack_file
-from scripts.ops import ray_state
-
-OK, FAILED, USAGE, OVERLAP, STACK_LOCKED, NOT_JOINED, DRAIN_INCOMPLETE = 0, 1, 2, 3, 4, 5, 6
-SECRET_MASK = "[secret]"
-
-AT_KEY = f"{NAMESPACE}:at"
-LOCK_ATTEMPTS = 5  # a locked stack is retried after 15, 30, 60, 120 s
-LOCK_FIRST_DELAY_S = 15.0
-JOIN_TIMEOUT_S = 600.0
-JOIN_POLL_S = 10.0
-
-
-class Failure(Exception):
-    """Ends a command: an exit code, and the event that explains it."""
-
-    def __init__(self, code: int, event: str, **fields: Any):
-        super().__init__(event)
-        self.code, self.event, self.fields = code, event, fields
-
-
-class JsonLog:
-    """One JSON object per line: {"ts", "level", "event", ...fields}."""
-
-    def __init__(self, stream=None):
-        self.stream = stream  # None: whatever sys.stderr is when a line is written
-
-    def __call__(self, level: str, event: str, **fields: Any) -> None:
-        record = {"ts": dt.datetime.now(dt.timezone.utc).isoformat(), "level": level, "event": event, **fields}
-        stream = self.stream if self.stream is not None else sys.stderr
-        stream.write(json.dumps(record, default=str) + "\n")
-        stream.flush()
-
-
-def open_stack(stack_name: str, work_dir: Path):
-    """The real stack: the Pulumi program in `work_dir`, driven by the local Pulumi CLI."""
-    return auto.select_stack(stack_name, work_dir=str(work_dir))
-
-
-@dataclass
-class Tools:
-    """Everything that reaches outside the process; tests pass stand-ins."""
-
-    open_stack: Callable[[str, Path], Any] = open_stack
-    probe: Callable[[str], list[ray_state.RayNodeView]] = ray_state.alive_nodes
-    # stdout carries only the JSON report: the command's own output goes to stderr.
-    run: Callable[[list[str]], int] = lambda argv: subprocess.run(argv, stdout=sys.stderr).returncode
-    sleep: Callable[[float], None] = time.sleep
-    clock: Callable[[], float] = time.monotonic
-    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
-    log: JsonLog = field(default_factory=JsonLog)
-
-
-# ---------------------------------------------------------------- what the schedule wants
-
-
-def desired_state(cfg: ClusterConfig, at: dt.datetime) -> dict:
-    tiers = {}
-    for name, tier in cfg.tiers.items():
-        window = tier.window
-        follows_window = window is not None and tier.override is None
-        tiers[name] = {
-            "live": tier.live_at(at),
-            "override": tier.override,
-            "nextTransition": (
-                window.next_transition(at).astimezone(ZoneInfo(window.timezone)).isoformat()
-                if follows_window
-                else None
-            ),
-        }
-    transitions = [t["nextTransition"] for t in tiers.values() if t["nextTransition"]]
-    return {
-        "at": at.isoformat(),
-        "liveTiers": cfg.live_tiers(at),
-        "nodes": [{"name": p.node.name, "tier": p.tier_name, "ip": str(p.node.ip)} for p in cfg.live_nodes(at)],
-        "tiers": tiers,
-        "nextTransition": min(transitions, key=dt.datetime.fromisoformat) if transitions else None,
-    }
-
-
-def deployed_state(stack) -> Optional[dict]:
-    """The stack outputs the last update left (None: never deployed), secrets masked.
-
-    The Automation API reads outputs with --show-secrets; the reports end up in
-    the journal and in log files, so the Ray token and Grafana password stay out.
-    """
-    outputs = {key: SECRET_MASK if output.secret else output.value for key, output in stack.outputs().items()}
-    return outputs or None
-
-
-def difference(wanted: dict, deployed: Optional[dict]) -> dict:
-    have = deployed or {"liveTiers": [], "nodes": []}
-    want_nodes = {n["name"] for n in wanted["nodes"]}
-    have_nodes = {n["name"] for n in have["nodes"]}
-    return {
-        "bringUp": [t for t in wanted["liveTiers"] if t not in have["liveTiers"]],
-        "remove": [t for t in have["liveTiers"] if t not in wanted["liveTiers"]],
-        "addNodes": sorted(want_nodes - have_nodes),
-        "removeNodes": sorted(have_nodes - want_nodes),
-    }
-
-
-def resource_changes(op_counts: Optional[dict]) -> dict[str, int]:
-    """An engine change summary without the unchanged resources ({} means no changes)."""
-    # Typed as OpType keys, but the engine's JSON gives plain strings ("create", "same").
-    counts = {getattr(op, "value", op): n for op, n in (op_counts or {}).items()}
-    return {op: n for op, n in sorted(counts.items()) if op != "same" and n}
-
-
-# ---------------------------------------------------------------- driving the stack
-
-
-@contextmanager
-def exclusive_lock(path: Path) -> Iterator[None]:
-    """One scheduler run per working copy at a time; a second one is refused, not queued."""
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Failure(OVERLAP, "overlap", lock=str(path), message="another scheduler run holds the lock; this one did nothing")
-        yield  # closing the file releases the lock
-
-
-@contextmanager
-def pinned_instant(stack, at: dt.datetime, tools: Tools) -> Iterator[None]:
-    stack.set_config(AT_KEY, auto.ConfigValue(value=at.isoformat()))
-    tools.log("info", "pinned", key=AT_KEY, at=at.isoformat())
-    try:
-        yield
-    finally:
-        stack.remove_config(AT_KEY)
-        tools.log("info", "unpinned", key=AT_KEY)
-
-
-def with_retries(operation: str, call: Callable[[], Any], tools: Tools) -> Any:
-    """`call()`, retried with exponential backoff while another update holds the stack."""
-    for attempt in range(1, LOCK_ATTEMPTS + 1):
-        try:
-            return call()
-        except auto.ConcurrentUpdateError as error:
-            if attempt == LOCK_ATTEMPTS:
-                raise Failure(STACK_LOCKED, "stack_locked", operation=operation, attempts=attempt, error=str(error).strip())
-            delay = LOCK_FIRST_DELAY_S * 2 ** (attempt - 1)
-            tools.log("warning", "stack_busy", operation=operation, attempt=attempt, retry_in_s=delay)
-            tools.sleep(delay)
-
-
-def pulumi_step(operation: str, call: Callable[[], Any], tools: Tools) -> Any:
-    tools.log("info", "step", operation=operation)
-    try:
-        return with_retries(operation, call, tools)
-    except auto.CommandError as error:
-        raise Failure(FAILED, "pulumi_failed", operation=operation, error=str(error).strip())
-
-
-def pulumi_lines(tools: Tools, drain_alarms: Optional[list[str]] = None) -> Callable[[str], None]:
-    """Pulumi's output as log lines; a drain's alarm (components/drain.py) is an error, and collected."""
-    def log(line: str) -> None:
-        line = line.rstrip()
-        if drain.ALARM_PREFIX in line:
-            tools.log("error", "drain_incomplete", line=line)
-            if drain_alarms is not None:
-                drain_alarms.append(line[line.index(drain.ALARM_PREFIX):])
-        else:
-            tools.log("info", "pulumi", line=line)
-    return log
-
-
-def preview_changes(stack, tools: Tools) -> dict[str, int]:
-    """What an up would change now, against refreshed state; writes nothing."""
-    result = pulumi_step("preview", lambda: stack.preview(refresh=True, on_output=pulumi_lines(tools)), tools)
-    return resource_changes(result.change_summary)
-
-
-def plan(stack, cfg: ClusterConfig, at: dt.datetime, tools: Tools) -> dict:
-    """The schedule's answer; with a stack (None: no Pulumi here), also what is and what would change."""
-    wanted = desired_state(cfg, at)
-    if stack is None:
-        return {"desired": wanted, "deployed": None, "difference": None, "changes": None}
-    deployed = deployed_state(stack)
-    with pinned_instant(stack, at, tools):
-        changes = preview_changes(stack, tools)
-    return {"desired": wanted, "deployed": deployed, "difference": difference(wanted, deployed), "changes": changes}
-
-
-def apply(stack, cfg: ClusterConfig, at: dt.datetime, dry_run: bool, tools: Tools, join_timeout: float = JOIN_TIMEOUT_S) -> tuple[int, dict]:
-    wanted = desired_state(cfg, at)
-    before = deployed_state(stack)
-    report: dict[str, Any] = {"at": at.isoformat(), "dryRun": dry_run, "difference": difference(wanted, before)}
-    drain_alarms: list[str] = []
-    with pinned_instant(stack, at, tools):
-        if dry_run:
-            report["changes"] = preview_changes(stack, tools)
-        else:
-            pulumi_step("refresh", lambda: stack.refresh(on_output=pulumi_lines(tools)), tools)
-            result = pulumi_step("up", lambda: stack.up(on_output=pulumi_lines(tools, drain_alarms)), tools)
-            report["changes"] = resource_changes(result.summary.resource_changes)
-    if drain_alarms:
-        report["drainAlarms"] = drain_alarms
-    if not report["changes"]:
-        tools.log("info", "no_changes", at=at.isoformat())
-        return OK, report
-    tools.log("info", "changed", changes=report["changes"], dry_run=dry_run)
-    if dry_run:
-        return OK, report
-    after = deployed_state(stack)
-    report["deployed"] = after
-    report["nodes"] = wait_for_nodes(after, tools, join_timeout)
-    missing = {tier: r["missing"] for tier, r in report["nodes"].items() if r["missing"]}
-    if missing:
-        tools.log("error", "not_joined", missing=missing, waited_s=join_timeout)
-    if drain_alarms:
-        return DRAIN_INCOMPLETE, report  # the worse news: work may be lost
-    return (NOT_JOINED if missing else OK), report
-
-
-# ---------------------------------------------------------------- the cluster itself
-
-
-def nodes_by_tier(deployed: dict, alive: list[ray_state.RayNodeView]) -> dict:
-    """For each deployed tier, which of its nodes are ALIVE in Ray with that tier's label."""
-    in_ray = {(n.name, n.tier) for n in alive}
-    report = {tier: {"joined": [], "missing": []} for tier in deployed.get("liveTiers", [])}
-    for node in deployed.get("nodes", []):
-        state = "joined" if (node["name"], node["tier"]) in in_ray else "missing"
-        report.setdefault(node["tier"], {"joined": [], "missing": []})[state].append(node["name"])
-    return report
-
-
-def unexpected_nodes(deployed: dict, alive: list[ray_state.RayNodeView]) -> list[str]:
-    """Ray nodes the stack does not declare (say, a night node that outlived its window)."""
-    declared = {n["name"] for n in deployed.get("nodes", [])}
-    return sorted(n.name or n.ip for n in alive if n.name not in declared)
-
-
-def wait_for_nodes(deployed: dict, tools: Tools, timeout: float) -> dict:
-    """Poll Ray until every deployed node joined with its tier label, or `timeout` passes."""
-    deadline = tools.clock() + timeout
-    while True:
-        try:
-            alive = tools.probe(deployed["dashboardUrl"])
-        except Exception as error:  # the head may still be starting
-            tools.log("warning", "probe_failed", error=str(error))
-            alive = []
-        report = nodes_by_tier(deployed, alive)
-        waiting = {tier: r["missing"] for tier, r in report.items() if r["missing"]}
-        if not waiting or tools.clock() >= deadline:
-            for tier, r in report.items():
-                tools.log("info" if not r["missing"] else "error", "tier_nodes", tier=tier, **r)
-            return report
-        tools.log("info", "waiting_for_nodes", missing=waiting)
-        tools.sleep(JOIN_POLL_S)
-
-
-def status(stack, tools: Tools) -> tuple[int, dict]:
-    deployed = deployed_state(stack)
-    if deployed is None:
-        return OK, {"deployed": None}
-    try:
-        alive = tools.probe(deployed["dashboardUrl"])
-    except Exception as error:
-        raise Failure(FAILED, "probe_failed", address=deployed["dashboardUrl"], error=str(error))
-    report = {
-        "deployed": deployed,
-        "nodes": nodes_by_tier(deployed, alive),
-        "unexpected": unexpected_nodes(deployed, alive),
-    }
-    healthy = not any(r["missing"] for r in report["nodes"].values())
-    return (OK if healthy else NOT_JOINED), report
-
-
-def drain_node(cfg: ClusterConfig, stack_name: str, node_name: str, tools: Tools) -> dict:
-    """Drain one worker now, with the very command its drain-on-delete resource runs.
-
-    The drain turns the container's restart policy off, so the node stays out of
-    Ray until someone brings it back on the VM (`docker update
-    --restart=unless-stopped ray-node && docker start ray-node`). Whether a later
-    refresh + up re-creates the stopped container is pulumi-docker's call
-    (pulumi/pulumi-docker#392); we could not check it without a Docker engine.
-    """
-    placed = cfg.placed(node_name)
-    if placed is None:
-        raise Failure(USAGE, "unknown_node", node=node_name, nodes=[p.node.name for p in cfg.placed_nodes])
-    if placed.node.head:
-        raise Failure(USAGE, "refused_head", node=node_name, message="the head cannot be drained: the cluster would go with it")
-    client_dir = client_root(stack_name) / node_name
-    if not (client_dir / "known_hosts").is_file():
-        raise Failure(FAILED, "no_host_key", node=node_name, known_hosts=str(client_dir / "known_hosts"), message="run `pulumi up` on this machine first: it writes the pinned host key")
-    argv = [
-        "ssh", *docker_ssh_opts(client_dir), "-o", "BatchMode=yes",
-        f"{cfg.ssh.user}@{placed.node.ip}", drain.drain_command(cfg, placed),
-    ]
-    tools.log("info", "draining", node=node_name, tier=placed.tier_name, ip=str(placed.node.ip))
-    code = tools.run(argv)
-    if code != 0:
-        raise Failure(FAILED, "drain_failed", node=node_name, exit_code=code)
-    return {"drained": node_name, "tier": placed.tier_name}
-
-
-# ---------------------------------------------------------------- command line
+from scripts.ops.scheduling import (
+    CHECKOUT, FAILED, JOIN_TIMEOUT_S, OK, USAGE, Failure, Tools, apply, drain_node, exclusive_lock, plan, status,
+)
 
 
 def instant(text: str) -> dt.datetime:
@@ -373,9 +74,11 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("plan", parents=[common, timed], help="desired vs deployed, and what an up would change")
     apply_cmd = commands.add_parser("apply", parents=[common, timed], help="refresh and up (preview only with --dry-run)")
     apply_cmd.add_argument("--dry-run", action="store_true")
+    apply_cmd.add_argument("--if-due", action="store_true", help="do nothing unless the schedule wants a change (the periodic timer)")
+    apply_cmd.add_argument("--branch", default="main", help="the branch the working copy must match on origin (default main)")
     apply_cmd.add_argument("--join-timeout", type=float, default=JOIN_TIMEOUT_S, help="seconds to wait for new nodes to join Ray")
     commands.add_parser("status", parents=[common], help="deployed nodes and whether they are in Ray")
-    drain_cmd = commands.add_parser("drain", parents=[common], help="drain one worker node now (it stays out until restarted)")
+    drain_cmd = commands.add_parser("drain", parents=[common], help="drain one worker now, until the next up (for longer: maintenance: true in config)")
     drain_cmd.add_argument("node")
     return root
 
@@ -397,10 +100,13 @@ def run(args: argparse.Namespace, tools: Tools) -> tuple[int, dict]:
         return status(stack(), tools)
     with exclusive_lock(args.lock_file or work_dir / f".scheduler-{args.stack}.lock"):
         if args.command == "drain":  # under the lock: never in the middle of an apply
-            return OK, drain_node(cfg, args.stack, args.node, tools)
+            return OK, drain_node(cfg, stack(), args.node, tools)
         at = args.at or tools.now().replace(microsecond=0)
         if args.command == "apply":
-            return apply(stack(), cfg, at, args.dry_run, tools, args.join_timeout)
+            problem = None if args.dry_run else tools.checkout(work_dir, args.branch)
+            if problem:
+                raise Failure(CHECKOUT, "checkout_refused", work_dir=str(work_dir), problem=problem)
+            return apply(stack(), cfg, at, args.dry_run, tools, args.join_timeout, args.if_due)
         try:
             opened = stack()
         except Failure as failure:  # no Pulumi CLI or backend here: the schedule still answers

@@ -110,3 +110,27 @@ def test_netplan_catches_a_broken_network(prod_config, tmp_path):
     network = yaml.safe_load(cloud_init.metadata(prod_config, prod_config.head))["network"]
     network["ethernets"]["primary"]["addresses"] = [str(prod_config.head.node.ip)]
     assert netplan_generate(network, tmp_path).returncode != 0
+
+
+def test_cloud_init_blanks_the_user_data_after_reading_it(prod_config, tmp_path):
+    """The metadata's `redact` list, handed to cloud-init's own redaction, clears the user-data
+    (it carries the host private key) and its encoding in guestinfo."""
+    calls = tmp_path / "rpctool-calls"
+    rpctool = tmp_path / "vmware-rpctool"
+    rpctool.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {calls}\n')
+    rpctool.chmod(0o755)
+    placed = prod_config.placed_nodes[3]
+    redact = yaml.safe_load(cloud_init.metadata(prod_config, placed))["redact"]
+    subprocess.run(
+        ["/usr/bin/python3", "-c",
+         "import json, sys\nfrom cloudinit.sources import DataSourceVMware as vmware\n"
+         "vmware.guestinfo_redact_keys(json.loads(sys.argv[1]), sys.argv[2])",
+         json.dumps(redact), str(rpctool)],
+        check=True, capture_output=True, text=True,
+    )
+    extra_config = cloud_init.guestinfo("m", "u")
+    blanked = calls.read_text().splitlines()
+    assert "info-set guestinfo.userdata ---" in blanked
+    assert "info-set guestinfo.userdata.encoding  " in blanked  # cloud-init writes a space: guestinfo cannot be empty
+    # Exactly the keys that carry the user-data; the metadata (no secret) stays readable.
+    assert {line.split()[1] for line in blanked} == {k for k in extra_config if "userdata" in k}

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from components.render import ray_start
-from scripts import scheduler, smoke_test
+from scripts import smoke_test
+from scripts.ops import scheduling
 from scripts.ops.local_cluster import LocalCluster, driver, localize
 from scripts.ops.ray_state import RayNodeView
 
@@ -74,7 +75,7 @@ def test_the_schedulers_probe_sees_every_node_with_its_tier(cluster):
         "liveTiers": ["always-on", "heavy-compute"],
         "nodes": [{"name": "ray-ao-1", "tier": "always-on"}, {"name": "ray-hc-1", "tier": "heavy-compute"}, {"name": "ray-hc-2", "tier": "heavy-compute"}],
     }
-    assert scheduler.nodes_by_tier(deployed, alive) == {
+    assert scheduling.nodes_by_tier(deployed, alive) == {
         "always-on": {"joined": ["ray-ao-1"], "missing": []},
         "heavy-compute": {"joined": ["ray-hc-1"], "missing": ["ray-hc-2"]},
     }

@@ -100,7 +100,7 @@ def test_every_node_firewall_is_recognised_and_default_deny(prod):
         intent = checks.ufw_intent(command.inputs["stdin"])
         assert intent is not None and intent.incoming_default == "deny" and intent.enabled
         assert intent.allows and not any(rule.from_anywhere for rule in intent.allows)
-    drains = [r for r in resources(prod, checks.REMOTE_COMMAND) if r.name.endswith("-drain-on-delete")]
+    drains = [r for r in resources(prod, "command:local:Command") if r.name.endswith("-drain-on-delete")]
     assert drains and all(checks.ufw_intent(checks.command_script(r.inputs)) is None for r in drains)
 
 

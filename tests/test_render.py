@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shlex
 import shutil
 import socketserver
@@ -31,6 +32,7 @@ import netns
 from components.render import cloud_init, firewall_rules as fw, monitoring_config as mc, ray_start, offline as render
 from conftest import prod_raw, require_tool
 from scripts import render as render_cli
+from components.resources.ray_node import HEAD_CONTAINER_LABEL
 from scripts.ops.program_mocks import TEST_SECRETS, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -370,8 +372,11 @@ def fake_engine(tmp_path) -> Iterator[Path]:
 
 
 def seconds_ns(duration: str) -> int:
-    assert duration.endswith("s"), duration
-    return int(duration[:-1]) * 10**9
+    """A duration as Docker's CLI ("60s") or Go ("1m0s") writes it, in nanoseconds."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert parts and duration, duration
+    hours, minutes, seconds = (int(x or 0) for x in parts.groups())
+    return ((hours * 60 + minutes) * 60 + seconds) * 10**9
 
 
 def engine_view(name: str, body: dict) -> dict:
@@ -441,7 +446,8 @@ def pulumi_view(container, image_name: str) -> dict:
         ),
         "shm_bytes": int(i.get("shmSize", 0)) * 2**20,
         "stop_timeout": int(i["stopTimeout"]) if "stopTimeout" in i else None,
-        "labels": {label["label"]: label["value"] for label in i.get("labels") or []},
+        # The head container's id exists only at deploy time (the engine orders replacements by it).
+        "labels": {label["label"]: label["value"] for label in i.get("labels") or [] if label["label"] != HEAD_CONTAINER_LABEL},
     }
 
 

@@ -2,20 +2,26 @@
 and the timer examples against the prod schedule."""
 import datetime as dt
 import fcntl
+import functools
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from pulumi import automation as auto
 
+from components.model.stack import AT_ENVIRONMENT
 from components.render import drain
 from scripts import scheduler
+from scripts.ops import scheduling
 from scripts.ops.ray_state import RayNodeView
+from components.render.drain_over_ssh import drain_over_ssh
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENING = "2026-06-10T18:00:00+02:00"
@@ -34,7 +40,17 @@ def program_outputs(cfg, at: dt.datetime) -> dict:
         "liveTiers": cfg.live_tiers(at),
         "nodes": [{"name": p.node.name, "tier": p.tier_name, "ip": str(p.node.ip)} for p in cfg.live_nodes(at)],
         "dashboardUrl": "http://head.invalid:8265",
+        "hostKeys": {p.node.name: f"ssh-ed25519 AAAAHostKeyOf{p.node.name.replace('-', '')}" for p in cfg.live_nodes(at)},
     }
+
+
+@functools.cache
+def cluster_key() -> str:
+    """A real key: the scheduler hands it to a real ssh-agent."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "id"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+        return path.read_text()
 
 
 class Result:
@@ -45,8 +61,9 @@ class Result:
 class StandInStack:
     """Records every call in order and behaves like the program: the pinned `at` decides."""
 
-    def __init__(self, cfg, deployed_at: str | None = None, locked: dict[str, int] | None = None, drain_alarm: str = ""):
-        self.cfg = cfg
+    def __init__(self, cfg, deployed_at: str | None = None, locked: dict[str, int] | None = None, drain_alarm: str = "", ssh_key: str = ""):
+        self.cfg, self.ssh_key = cfg, ssh_key or cluster_key()
+        self.environments: list[dict[str, str]] = []  # what each engine operation saw
         self.drain_alarm = drain_alarm  # what a drain prints when it cannot finish
         self.calls: list[tuple] = []
         self.config: dict[str, str] = {}
@@ -58,9 +75,11 @@ class StandInStack:
         if self.locked.get(operation, 0) > 0:
             self.locked[operation] -= 1
             raise auto.ConcurrentUpdateError("error: the stack is currently locked by 1 lock(s)")
-        assert scheduler.AT_KEY in self.config, "the program would read the clock: `at` must be pinned first"
+        assert AT_ENVIRONMENT in os.environ, "the program would read the clock: the instant must be handed over first"
+        listed = subprocess.run(["ssh-add", "-l"], capture_output=True, text=True)  # the agent, as the providers' ssh sees it
+        self.environments.append({**os.environ, "agent keys": listed.stdout if listed.returncode == 0 else ""})
         on_output(f"{operation} (prod)")
-        wanted = program_outputs(self.cfg, dt.datetime.fromisoformat(self.config[scheduler.AT_KEY]))
+        wanted = program_outputs(self.cfg, dt.datetime.fromisoformat(os.environ[AT_ENVIRONMENT]))
         have = {n["name"] for n in self.deployed.get("nodes", [])}
         want = {n["name"] for n in wanted["nodes"]}
         summary = {
@@ -74,13 +93,9 @@ class StandInStack:
                 on_output(f"    command:remote:Command ({name}-drain): {drain.ALARM_PREFIX} {name}: {self.drain_alarm}")
         return {op: n for op, n in summary.items() if n}
 
-    def set_config(self, key, value):
-        self.calls.append(("set_config", key, value.value))
-        self.config[key] = value.value
-
-    def remove_config(self, key):
-        self.calls.append(("remove_config", key))
-        del self.config[key]
+    def get_config(self, key):
+        assert key == "ray-cluster:sshPrivateKey"
+        return auto.ConfigValue(value=self.ssh_key, secret=True)
 
     def outputs(self):
         self.calls.append(("outputs",))
@@ -143,6 +158,7 @@ class Harness:
         self.opened = 0
         self.ran: list[list[str]] = []
         self.log_stream = io.StringIO()
+        self.checkout_problem: str | None = None  # what the git check finds (tests of it use real git)
 
     def open_stack(self, name, work_dir):
         assert (name, work_dir) == ("prod", ROOT)
@@ -155,13 +171,14 @@ class Harness:
 
     def __call__(self, *argv: str) -> tuple[int, dict]:
         out = io.StringIO()
-        tools = scheduler.Tools(
+        tools = scheduling.Tools(
             open_stack=self.open_stack,
             probe=self.ray,
             run=self.run_command,
             sleep=self.time.sleep,
             clock=self.time.clock,
-            log=scheduler.JsonLog(self.log_stream),
+            log=scheduling.JsonLog(self.log_stream),
+            checkout=lambda work_dir, branch: self.checkout_problem,
         )
         code = scheduler.main([*argv, "--work-dir", str(ROOT), "--lock-file", str(self.lock_file)], tools, out)
         return code, (json.loads(out.getvalue()) if out.getvalue() else {})
@@ -179,14 +196,20 @@ def noon_stack(prod_config):
 
 
 class TestApply:
-    def test_pins_the_instant_refreshes_then_ups_then_unpins(self, noon_stack, tmp_path):
+    def test_hands_the_instant_and_the_key_to_refresh_and_up_and_writes_no_file(self, noon_stack, tmp_path):
+        stack_file = ROOT / "Pulumi.prod.yaml"
+        before = stack_file.read_text()
         run = Harness(noon_stack, tmp_path)
         code, report = run("apply", "--at", EVENING)
-        assert code == scheduler.OK
-        assert noon_stack.calls[:1] == [("outputs",)]
-        assert noon_stack.names()[1:] == ["set_config", "refresh", "up", "remove_config", "outputs"]
-        assert noon_stack.calls[1] == ("set_config", "ray-cluster:at", EVENING)
-        assert noon_stack.config == {}  # the working copy is left unpinned
+        assert code == scheduling.OK
+        assert noon_stack.names() == ["outputs", "refresh", "up", "outputs"]
+        for seen in noon_stack.environments:
+            assert seen[AT_ENVIRONMENT] == EVENING
+            assert "(ED25519)" in seen["agent keys"]  # the cluster key, in an agent
+        # Afterwards: no instant left in this process, no agent, the stack file as it was.
+        assert AT_ENVIRONMENT not in os.environ
+        assert not Path(noon_stack.environments[0]["SSH_AUTH_SOCK"]).exists()
+        assert stack_file.read_text() == before
         assert report["difference"]["bringUp"] == ["heavy-compute"]
         assert report["changes"] == {"create": 3 * RESOURCES_PER_NODE}
         assert report["nodes"]["heavy-compute"] == {"joined": ["ray-hc-1", "ray-hc-2", "ray-hc-3"], "missing": []}
@@ -194,11 +217,11 @@ class TestApply:
 
     def test_second_run_with_nothing_to_do_changes_nothing(self, noon_stack, tmp_path):
         run = Harness(noon_stack, tmp_path)
-        assert run("apply", "--at", EVENING)[0] == scheduler.OK
+        assert run("apply", "--at", EVENING)[0] == scheduling.OK
         deployed, probes = noon_stack.deployed, len(run.ray.probes)
 
         code, report = run("apply", "--at", LATER_EVENING)
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         assert report["changes"] == {}
         assert report["difference"] == {"bringUp": [], "remove": [], "addNodes": [], "removeNodes": []}
         assert "no_changes" in run.event_names()
@@ -210,23 +233,23 @@ class TestApply:
     def test_drain_start_removes_the_night_tier(self, prod_config, tmp_path):
         stack = StandInStack(prod_config, deployed_at=EVENING)
         code, report = Harness(stack, tmp_path)("apply", "--at", MORNING)
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         assert report["difference"]["remove"] == ["heavy-compute"]
         assert report["changes"] == {"delete": 3 * RESOURCES_PER_NODE}
         assert stack.deployed["liveTiers"] == ["always-on"]
 
     def test_dry_run_previews_and_never_ups(self, noon_stack, tmp_path):
         code, report = Harness(noon_stack, tmp_path)("apply", "--at", EVENING, "--dry-run")
-        assert code == scheduler.OK
-        assert noon_stack.names() == ["outputs", "set_config", "preview", "remove_config"]
+        assert code == scheduling.OK
+        assert noon_stack.names() == ["outputs", "preview"]
         assert report["changes"] == {"create": 3 * RESOURCES_PER_NODE}
         assert noon_stack.deployed["liveTiers"] == ["always-on"]
 
     def test_without_at_pins_now_with_an_offset(self, noon_stack, tmp_path):
         run = Harness(noon_stack, tmp_path)
         before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        assert run("apply")[0] == scheduler.OK
-        pinned = dt.datetime.fromisoformat(noon_stack.calls[1][2])
+        assert run("apply")[0] == scheduling.OK
+        pinned = dt.datetime.fromisoformat(noon_stack.environments[0][AT_ENVIRONMENT])
         assert pinned.utcoffset() is not None
         assert before <= pinned <= dt.datetime.now(dt.timezone.utc)
 
@@ -234,8 +257,8 @@ class TestApply:
         run = Harness(noon_stack, tmp_path)
         run.ray.joins_after = 4
         code, report = run("apply", "--at", EVENING)
-        assert code == scheduler.OK
-        assert run.time.sleeps == [scheduler.JOIN_POLL_S] * 3
+        assert code == scheduling.OK
+        assert run.time.sleeps == [scheduling.JOIN_POLL_S] * 3
         assert run.ray.probes == ["http://head.invalid:8265"] * 4
         assert report["nodes"]["heavy-compute"]["missing"] == []
 
@@ -243,21 +266,21 @@ class TestApply:
         run = Harness(noon_stack, tmp_path)
         run.ray.never = ("ray-hc-2",)
         code, report = run("apply", "--at", EVENING, "--join-timeout", "60")
-        assert code == scheduler.NOT_JOINED
+        assert code == scheduling.NOT_JOINED
         assert report["nodes"]["heavy-compute"] == {"joined": ["ray-hc-1", "ray-hc-3"], "missing": ["ray-hc-2"]}
         assert sum(run.time.sleeps) == 60
         not_joined = [e for e in run.events() if e["event"] == "not_joined"]
         assert not_joined[0]["missing"] == {"heavy-compute": ["ray-hc-2"]}
 
-    def test_a_failed_up_exits_1_and_still_unpins(self, noon_stack, tmp_path, monkeypatch):
+    def test_a_failed_up_exits_1_and_leaves_no_instant_behind(self, noon_stack, tmp_path, monkeypatch):
         def broken_up(on_output):
             noon_stack.calls.append(("up",))
             raise auto.CommandError("error: vSphere said no")
 
         monkeypatch.setattr(noon_stack, "up", broken_up)
         run = Harness(noon_stack, tmp_path)
-        assert run("apply", "--at", EVENING)[0] == scheduler.FAILED
-        assert noon_stack.names()[-1] == "remove_config"
+        assert run("apply", "--at", EVENING)[0] == scheduling.FAILED
+        assert AT_ENVIRONMENT not in os.environ
         failed = [e for e in run.events() if e["event"] == "pulumi_failed"]
         assert failed[0]["operation"] == "up" and "vSphere said no" in failed[0]["error"]
 
@@ -267,7 +290,7 @@ class TestApply:
         stack = StandInStack(prod_config, deployed_at=EVENING, drain_alarm=alarm)
         run = Harness(stack, tmp_path)
         code, report = run("apply", "--at", MORNING)
-        assert code == scheduler.DRAIN_INCOMPLETE
+        assert code == scheduling.DRAIN_INCOMPLETE
         assert report["drainAlarms"] == [f"{drain.ALARM_PREFIX} {name}: {alarm}" for name in ("ray-hc-1", "ray-hc-2", "ray-hc-3")]
         errors = [e for e in run.events() if e["level"] == "error"]
         assert [e["event"] for e in errors] == ["drain_incomplete"] * 3
@@ -275,7 +298,7 @@ class TestApply:
 
     def test_a_clean_drain_raises_no_alarm(self, prod_config, tmp_path):
         code, report = Harness(StandInStack(prod_config, deployed_at=EVENING), tmp_path)("apply", "--at", MORNING)
-        assert code == scheduler.OK and "drainAlarms" not in report
+        assert code == scheduling.OK and "drainAlarms" not in report
 
 
 class TestLocking:
@@ -284,26 +307,26 @@ class TestLocking:
         with open(run.lock_file, "w") as held:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run in progress
             code, report = run("apply", "--at", EVENING)
-        assert code == scheduler.OVERLAP
+        assert code == scheduling.OVERLAP
         assert (run.opened, noon_stack.calls) == (0, [])
         assert run.event_names() == ["overlap"]
         # Once the other run is gone, the lock is free again.
-        assert run("apply", "--at", EVENING)[0] == scheduler.OK
+        assert run("apply", "--at", EVENING)[0] == scheduling.OK
 
     def test_a_manual_drain_is_refused_while_a_run_holds_the_lock(self, noon_stack, tmp_path):
         run = Harness(noon_stack, tmp_path)
         with open(run.lock_file, "w") as held:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            assert run("drain", "ray-hc-2")[0] == scheduler.OVERLAP
+            assert run("drain", "ray-hc-2")[0] == scheduling.OVERLAP
         assert run.ran == []
 
     def test_a_locked_stack_is_retried_with_backoff(self, prod_config, tmp_path):
         stack = StandInStack(prod_config, deployed_at=NOON, locked={"refresh": 1, "up": 2})
         run = Harness(stack, tmp_path)
         code, report = run("apply", "--at", EVENING)
-        assert code == scheduler.OK
-        assert stack.names() == ["outputs", "set_config", "refresh", "refresh", "up", "up", "up", "remove_config", "outputs"]
-        first = scheduler.LOCK_FIRST_DELAY_S
+        assert code == scheduling.OK
+        assert stack.names() == ["outputs", "refresh", "refresh", "up", "up", "up", "outputs"]
+        first = scheduling.LOCK_FIRST_DELAY_S
         assert run.time.sleeps[:3] == [first, first, 2 * first]
         assert report["changes"] == {"create": 3 * RESOURCES_PER_NODE}
 
@@ -311,19 +334,19 @@ class TestLocking:
         stack = StandInStack(prod_config, deployed_at=NOON, locked={"up": 100})
         run = Harness(stack, tmp_path)
         code, _ = run("apply", "--at", EVENING)
-        assert code == scheduler.STACK_LOCKED
-        assert stack.names().count("up") == scheduler.LOCK_ATTEMPTS
-        first = scheduler.LOCK_FIRST_DELAY_S
-        assert run.time.sleeps == [first * 2**i for i in range(scheduler.LOCK_ATTEMPTS - 1)]
-        assert stack.names()[-1] == "remove_config" and stack.config == {}
+        assert code == scheduling.STACK_LOCKED
+        assert stack.names().count("up") == scheduling.LOCK_ATTEMPTS
+        first = scheduling.LOCK_FIRST_DELAY_S
+        assert run.time.sleeps == [first * 2**i for i in range(scheduling.LOCK_ATTEMPTS - 1)]
+        assert AT_ENVIRONMENT not in os.environ
         assert run.event_names()[-1] == "stack_locked"
 
 
 class TestPlanAndStatus:
     def test_plan_shows_desired_deployed_and_changes(self, noon_stack, tmp_path):
         code, report = Harness(noon_stack, tmp_path)("plan", "--at", EVENING)
-        assert code == scheduler.OK
-        assert noon_stack.names() == ["outputs", "set_config", "preview", "remove_config"]
+        assert code == scheduling.OK
+        assert noon_stack.names() == ["outputs", "preview"]
         assert report["desired"]["liveTiers"] == ["always-on", "heavy-compute"]
         assert report["desired"]["nextTransition"] == "2026-06-11T05:45:00+02:00"
         assert report["deployed"]["liveTiers"] == ["always-on"]
@@ -336,7 +359,7 @@ class TestPlanAndStatus:
             [sys.executable, "-m", "scripts.scheduler", "plan", "--at", NOON, "--lock-file", str(tmp_path / "lock")],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )
-        assert result.returncode == scheduler.OK, result.stderr
+        assert result.returncode == scheduling.OK, result.stderr
         report = json.loads(result.stdout)
         assert report["desired"]["liveTiers"] == ["always-on"]
         assert report["desired"]["tiers"]["heavy-compute"]["nextTransition"] == "2026-06-10T18:00:00+02:00"
@@ -349,7 +372,7 @@ class TestPlanAndStatus:
         stack = StandInStack(prod_config, deployed_at=EVENING)
         ray = FakeRay(stack, never=("ray-hc-3",))
         code, report = Harness(stack, tmp_path, ray)("status")
-        assert code == scheduler.NOT_JOINED
+        assert code == scheduling.NOT_JOINED
         assert report["nodes"]["always-on"] == {"joined": ["ray-ao-1", "ray-ao-2", "ray-ao-3"], "missing": []}
         assert report["nodes"]["heavy-compute"] == {"joined": ["ray-hc-1", "ray-hc-2"], "missing": ["ray-hc-3"]}
         assert report["unexpected"] == []
@@ -359,40 +382,33 @@ class TestPlanAndStatus:
         leftover = RayNodeView(node_id="x", name="ray-hc-1", ip="10.20.0.21", tier="heavy-compute", is_head=False)
         ray = FakeRay(stack)
         code, report = Harness(stack, tmp_path, lambda address: ray(address) + [leftover])("status")
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         assert report["unexpected"] == ["ray-hc-1"]
 
 
 class TestDrain:
-    def test_runs_the_rendered_drain_over_ssh_with_the_pinned_host_key(self, prod_config, noon_stack, tmp_path, monkeypatch):
-        monkeypatch.setenv("HOME", str(tmp_path))
-        client_dir = tmp_path / ".ssh" / "ray-cluster" / "prod" / "ray-hc-2"
-        client_dir.mkdir(parents=True)
-        (client_dir / "known_hosts").write_text("10.20.0.22 ssh-ed25519 AAAA\n")
+    def test_runs_the_drain_on_delete_script_with_the_deployed_host_key(self, prod_config, noon_stack, tmp_path):
+        noon_stack.deployed = program_outputs(prod_config, dt.datetime.fromisoformat(EVENING))
         run = Harness(noon_stack, tmp_path)
         code, report = run("drain", "ray-hc-2")
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         assert report == {"drained": "ray-hc-2", "tier": "heavy-compute"}
         [argv] = run.ran
         placed = prod_config.placed("ray-hc-2")
-        assert argv[0] == "ssh"
-        assert argv[-2:] == ["rayops@10.20.0.22", drain.drain_command(prod_config, placed)]
-        options = " ".join(argv)
-        assert f"UserKnownHostsFile={client_dir / 'known_hosts'}" in options
-        assert "StrictHostKeyChecking=yes" in options and "BatchMode=yes" in options
-        assert run.opened == 0  # a drain needs no Pulumi
+        host_key = noon_stack.deployed["hostKeys"]["ray-hc-2"]
+        assert argv == ["sh", "-c", drain_over_ssh("rayops", "ray-hc-2", "10.20.0.22", host_key, drain.drain_command(prod_config, placed), unreachable_is_fatal=True)]
+        assert "drained_until_next_up" in run.event_names()
 
     @pytest.mark.parametrize("node, event", [("ray-ao-1", "refused_head"), ("ray-xx-9", "unknown_node")])
     def test_refuses_the_head_and_unknown_nodes(self, noon_stack, tmp_path, node, event):
         run = Harness(noon_stack, tmp_path)
-        assert run("drain", node)[0] == scheduler.USAGE
+        assert run("drain", node)[0] == scheduling.USAGE
         assert run.ran == [] and run.event_names() == [event]
 
-    def test_without_a_pinned_host_key_it_does_not_connect(self, noon_stack, tmp_path, monkeypatch):
-        monkeypatch.setenv("HOME", str(tmp_path))
-        run = Harness(noon_stack, tmp_path)
-        assert run("drain", "ray-hc-1")[0] == scheduler.FAILED
-        assert run.ran == [] and run.event_names() == ["no_host_key"]
+    def test_a_node_the_stack_has_not_deployed_is_not_contacted(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)  # noon: the heavy tier is not deployed
+        assert run("drain", "ray-hc-1")[0] == scheduling.FAILED
+        assert run.ran == [] and run.event_names() == ["not_deployed"]
 
 
 class TestSecrets:
@@ -400,9 +416,9 @@ class TestSecrets:
     def test_no_secret_output_reaches_the_report_or_the_log(self, noon_stack, tmp_path, argv):
         run = Harness(noon_stack, tmp_path)
         code, report = run(*argv)
-        assert code == scheduler.OK
+        assert code == scheduling.OK
         deployed = report["deployed"]
-        assert deployed["rayToken"] == deployed["grafanaAdminPassword"] == scheduler.SECRET_MASK
+        assert deployed["rayToken"] == deployed["grafanaAdminPassword"] == scheduling.SECRET_MASK
         assert deployed["dashboardUrl"] == "http://head.invalid:8265"  # plain outputs stay readable
         written = json.dumps(report) + run.log_stream.getvalue()
         assert not [value for value in SECRET_OUTPUTS.values() if value in written]
@@ -411,8 +427,8 @@ class TestSecrets:
 class TestCommandLine:
     def test_the_report_is_one_json_line(self, noon_stack, tmp_path):
         out = io.StringIO()
-        tools = scheduler.Tools(open_stack=lambda name, work_dir: noon_stack, probe=FakeRay(noon_stack), run=lambda argv: 0,
-                                sleep=lambda s: None, clock=lambda: 0.0, log=scheduler.JsonLog(io.StringIO()))
+        tools = scheduling.Tools(open_stack=lambda name, work_dir: noon_stack, probe=FakeRay(noon_stack), run=lambda argv: 0,
+                                sleep=lambda s: None, clock=lambda: 0.0, log=scheduling.JsonLog(io.StringIO()))
         scheduler.main(["plan", "--at", EVENING, "--work-dir", str(ROOT), "--lock-file", str(tmp_path / "lock")], tools, out)
         assert len(out.getvalue().splitlines()) == 1 and json.loads(out.getvalue())["desired"]
 
@@ -420,12 +436,12 @@ class TestCommandLine:
     def test_at_without_an_offset_is_a_usage_error(self, noon_stack, tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             Harness(noon_stack, tmp_path)("apply", "--at", "2026-06-10T18:00:00")
-        assert exit_.value.code == scheduler.USAGE
+        assert exit_.value.code == scheduling.USAGE
         assert "must carry a UTC offset" in capsys.readouterr().err
 
     def test_an_unknown_stack_is_a_config_error(self, noon_stack, tmp_path):
         run = Harness(noon_stack, tmp_path)
-        assert run("plan", "--stack", "nosuch")[0] == scheduler.USAGE
+        assert run("plan", "--stack", "nosuch")[0] == scheduling.USAGE
         assert run.event_names() == ["config_error"]
 
     def test_every_log_line_is_json_with_ts_level_event(self, noon_stack, tmp_path):
@@ -442,7 +458,7 @@ class TestCommandLine:
     def test_exit_codes_are_documented(self):
         doc = scheduler.__doc__
         for name in ("OK", "FAILED", "USAGE", "OVERLAP", "STACK_LOCKED", "NOT_JOINED", "DRAIN_INCOMPLETE"):
-            assert re.search(rf"^    {getattr(scheduler, name)}  ", doc, re.MULTILINE), name
+            assert re.search(rf"^    {getattr(scheduling, name)}  ", doc, re.MULTILINE), name
 
 
 class TestTimers:
@@ -457,7 +473,8 @@ class TestTimers:
     def test_systemd_timer(self, edges):
         times, zone = edges
         timer = (ROOT / "scripts/systemd/ray-cluster-scheduler.timer").read_text()
-        calendars = re.findall(r"^OnCalendar=(.+)$", timer, re.MULTILINE)
+        periodic, *calendars = re.findall(r"^OnCalendar=(.+)$", timer, re.MULTILINE)
+        assert periodic == "*-*-* *:00/5:00"
         assert {dt.time.fromisoformat(c.split()[1]) for c in calendars} == times
         assert {c.split()[2] for c in calendars} == {zone}
         assert "Unit=ray-cluster-scheduler.service" in timer
@@ -468,12 +485,14 @@ class TestTimers:
         assert re.findall(r"^CRON_TZ=(\S+)$", crontab, re.MULTILINE) == [zone]
         jobs = re.findall(r"^(\d+) (\d+) \* \* \* (.+)$", crontab, re.MULTILINE)
         assert {dt.time(int(hour), int(minute)) for minute, hour, _ in jobs} == times
-        assert all("-m scripts.scheduler apply --stack prod" in command for *_, command in jobs)
+        periodic = re.findall(r"^\*/5 \* \* \* \* (.+)$", crontab, re.MULTILINE)
+        assert len(periodic) == 1
+        assert all("-m scripts.scheduler apply --if-due --stack prod" in command for command in [*periodic, *(c for *_, c in jobs)])
 
     def test_service_runs_the_scheduler(self):
         service = (ROOT / "scripts/systemd/ray-cluster-scheduler.service").read_text()
         exec_start = re.search(r"^ExecStart=(.+)$", service, re.MULTILINE).group(1)
-        assert "-m scripts.scheduler apply --stack prod" in exec_start
+        assert "-m scripts.scheduler apply --if-due --stack prod" in exec_start
         assert re.search(r"^Type=oneshot$", service, re.MULTILINE)
 
     @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
@@ -490,7 +509,7 @@ class TestTimers:
     )
     def test_systemd_fires_at_the_schedules_next_transition_across_daylight_saving(self, prod_config, base, expected):
         timer = (ROOT / "scripts/systemd/ray-cluster-scheduler.timer").read_text()
-        calendars = re.findall(r"^OnCalendar=(.+)$", timer, re.MULTILINE)
+        calendars = [c for c in re.findall(r"^OnCalendar=(.+)$", timer, re.MULTILINE) if len(c.split()) == 3]  # the edges
         result = subprocess.run(
             ["systemd-analyze", "calendar", f"--base-time={base}", *calendars],
             capture_output=True, text=True, env={"TZ": "UTC", "PATH": "/usr/bin:/bin"}, check=True,
@@ -503,3 +522,81 @@ class TestTimers:
 
         window = prod_config.tiers["heavy-compute"].window
         assert window.next_transition(utc(base)) == utc(expected)
+
+
+class TestWhatRuns:
+    def test_nothing_due_means_no_refresh_no_up_no_ssh(self, prod_config, tmp_path):
+        stack = StandInStack(prod_config, deployed_at=EVENING)
+        code, report = Harness(stack, tmp_path)("apply", "--at", LATER_EVENING, "--if-due")
+        assert code == scheduling.OK and report["changes"] == {}
+        assert stack.names() == ["outputs"]
+
+    @pytest.mark.parametrize("deployed_at, at", [(NOON, EVENING), (EVENING, MORNING)], ids=["bring-up", "removal"])
+    def test_a_missed_edge_is_still_due_minutes_later(self, prod_config, tmp_path, deployed_at, at):
+        late = (dt.datetime.fromisoformat(at) + dt.timedelta(minutes=5)).isoformat()
+        stack = StandInStack(prod_config, deployed_at=deployed_at)
+        code, report = Harness(stack, tmp_path)("apply", "--at", late, "--if-due")
+        assert code == scheduling.OK and "up" in stack.names() and report["changes"]
+
+    def test_docker_overrides_of_the_operator_never_reach_pulumi(self, noon_stack, tmp_path, monkeypatch):
+        monkeypatch.setenv("DOCKER_CONTEXT", "someone-elses")
+        monkeypatch.setenv("DOCKER_HOST", "tcp://elsewhere:2375")
+        assert Harness(noon_stack, tmp_path)("apply", "--at", EVENING)[0] == scheduling.OK
+        assert all("DOCKER_CONTEXT" not in seen and "DOCKER_HOST" not in seen for seen in noon_stack.environments)
+        assert os.environ["DOCKER_CONTEXT"] == "someone-elses"  # the scheduler's own environment is restored
+
+    def test_a_refused_checkout_touches_nothing(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)
+        run.checkout_problem = "stale: HEAD is 1234, origin/main is 5678"
+        code, _ = run("apply", "--at", EVENING)
+        assert code == scheduling.CHECKOUT
+        assert noon_stack.calls == [] and run.event_names() == ["checkout_refused"]
+        run.checkout_problem = "local changes to tracked files: Pulumi.prod.yaml"
+        assert run("apply", "--at", EVENING, "--dry-run")[0] == scheduling.OK  # a preview deploys nothing
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+class TestCheckout:
+    """`checkout_problem` against real git: a bare `origin` and two clones in tmp_path."""
+
+    @pytest.fixture
+    def clones(self, tmp_path, monkeypatch):
+        for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+            monkeypatch.setenv(key, "scheduler-test")
+        origin = tmp_path / "origin.git"
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+        author = tmp_path / "author"
+        subprocess.run(["git", "clone", "-q", str(origin), str(author)], check=True, capture_output=True)
+        (author / "Pulumi.prod.yaml").write_text("config: {}\n")
+        git(author, "add", ".")
+        git(author, "commit", "-q", "-m", "first")
+        git(author, "push", "-q", "origin", "HEAD:main")
+        host = tmp_path / "scheduler-host"
+        subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(host)], check=True, capture_output=True)
+        return author, host
+
+    def test_a_clean_current_checkout_is_fine(self, clones):
+        _, host = clones
+        (host / ".scheduler-prod.lock").write_text("")  # untracked files do not count
+        assert scheduling.checkout_problem(host, "main") is None
+
+    def test_local_changes_are_refused(self, clones):
+        _, host = clones
+        (host / "Pulumi.prod.yaml").write_text("config: {edited: on-the-host}\n")
+        assert scheduling.checkout_problem(host, "main") == "local changes to tracked files: Pulumi.prod.yaml"
+
+    def test_a_checkout_behind_origin_is_refused(self, clones):
+        author, host = clones
+        (author / "Pulumi.prod.yaml").write_text("config: {newer: true}\n")
+        git(author, "commit", "-q", "-am", "second")
+        git(author, "push", "-q", "origin", "HEAD:main")
+        problem = scheduling.checkout_problem(host, "main")
+        assert problem.startswith("stale: HEAD is ") and problem.endswith("run `git pull --ff-only`")
+        git(host, "pull", "-q", "--ff-only")
+        assert scheduling.checkout_problem(host, "main") is None
+
+    def test_not_a_checkout_at_all(self, tmp_path):
+        assert scheduling.checkout_problem(tmp_path, "main").startswith("not a git checkout")

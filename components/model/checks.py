@@ -76,6 +76,8 @@ def cross_checks(cfg: ClusterConfig) -> list[Problem]:
                 problems.append(Problem(f"{key}.ip", f"{ip} is the gateway"))
             if node.ip in net.dns_servers:
                 problems.append(Problem(f"{key}.ip", f"{ip} is a DNS server (network.dnsServers)"))
+            if node.head and node.maintenance:
+                problems.append(Problem(f"{key}.maintenance", "the head cannot be in maintenance: the cluster would go with it"))
             if node.head:
                 heads.append(key)
                 if not tier.always_on or tier.override == "off":

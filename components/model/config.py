@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from components.model.checks import cross_checks
-from components.model.errors import NAMESPACE, ConfigError, Problem
+from components.model.errors import NAMESPACE, ConfigError, Problem  # noqa: F401  (NAMESPACE: re-exported)
 from components.model.schedule import DailyWindow
 from components.model.versions import pinned_version, require_pinned
 
@@ -121,6 +121,9 @@ class Node(_Model):
     name: str = Field(pattern=_HOSTNAME)
     ip: ipaddress.IPv4Address
     head: bool = False
+    # Drained and kept out of Ray (its Ray container removed; VM, firewall and exporters
+    # stay) until the flag is removed: survives every later `up`, whoever runs it.
+    maintenance: bool = False
 
 
 class Tier(_Model):
@@ -223,6 +226,10 @@ class ClusterConfig(_Model):
     def live_nodes(self, at: dt.datetime) -> list[PlacedNode]:
         live = set(self.live_tiers(at))
         return [p for p in self.placed_nodes if p.tier_name in live]
+
+    def in_ray(self, at: dt.datetime) -> list[PlacedNode]:
+        """The live nodes that run Ray: all but those in maintenance."""
+        return [p for p in self.live_nodes(at) if not p.node.maintenance]
 
 
 def _key(loc: tuple) -> str:

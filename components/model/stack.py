@@ -14,6 +14,9 @@ import yaml
 from components.model.config import NAMESPACE, ClusterConfig, load
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+# The instant the program computes the desired state for, from the scheduler (see
+# scripts/ops/scheduling.py program_environment): it wins over `ray-cluster:at`.
+AT_ENVIRONMENT = "RAY_CLUSTER_AT"
 # Keys that must only ever be set with `pulumi config set --secret`.
 SECRET_KEYS = ("sshPrivateKey", "rayToken", "grafanaAdminPassword")
 

@@ -15,6 +15,8 @@ import yaml
 from components.model.config import ClusterConfig, PlacedNode
 from components.render.ray_start import HOST_DATA_DIR, IMAGE_GID, IMAGE_UID
 
+USER_DATA_KEY = "userdata"  # guestinfo.<key>, as cloud-init's VMware datasource names it
+
 
 def metadata(cfg: ClusterConfig, placed: PlacedNode) -> str:
     net = cfg.network
@@ -24,6 +26,9 @@ def metadata(cfg: ClusterConfig, placed: PlacedNode) -> str:
     document = {
         "instance-id": placed.node.name,
         "local-hostname": placed.node.name,
+        # Once read, cloud-init blanks the user-data (it holds the host private key) in the
+        # VM's guestinfo, so guest processes cannot read it back (vmware-rpctool info-get).
+        "redact": [USER_DATA_KEY],
         "network": {
             "version": 2,
             "ethernets": {
@@ -81,6 +86,6 @@ def guestinfo(metadata_text: str, user_data_text: str) -> dict[str, str]:
     return {
         "guestinfo.metadata": encode(metadata_text),
         "guestinfo.metadata.encoding": "base64",
-        "guestinfo.userdata": encode(user_data_text),
-        "guestinfo.userdata.encoding": "base64",
+        f"guestinfo.{USER_DATA_KEY}": encode(user_data_text),
+        f"guestinfo.{USER_DATA_KEY}.encoding": "base64",
     }

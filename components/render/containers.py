@@ -9,6 +9,7 @@ unless stopped, and are health-checked.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -58,6 +59,20 @@ class ContainerSpec:
 
 
 RESTART = "unless-stopped"
+
+
+def go_duration(text: str) -> str:
+    """A duration ("90s", "1m30s", "1h") as Go's time.Duration.String() writes it ("1m30s"):
+    how terraform-provider-docker reads a health check back, so a second preview is empty."""
+    parts = re.findall(r"(\d+)([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r}: write durations like 30s, 1m30s or 1h")
+    seconds = sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{seconds}s"
+    return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"
 
 
 def http_probe(url: str) -> HealthCheck:

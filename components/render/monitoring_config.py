@@ -224,14 +224,15 @@ def _sample(name: str, labels: dict[str, str], value: float) -> str:
 def expected_nodes_metrics(cfg: ClusterConfig, at: dt.datetime) -> str:
     """EXPECTED_NODES_FILE for node-exporter's textfile collector on the monitoring host.
 
-    `raycluster_node_declared` lists every node of the config; each tier's live
+    `raycluster_node_declared` lists every node of the config but those in maintenance; each tier's live
     intervals are `raycluster_tier_live_{from,until}_seconds{tier, occurrence}`.
     The rule `raycluster:node_expected` joins them with `time()`.
     """
     lines = [
         "# HELP raycluster_node_declared A node of the stack's config (its tier may be off now).",
         "# TYPE raycluster_node_declared gauge",
-        *(_sample("raycluster_node_declared", node_labels(p), 1) for p in cfg.placed_nodes),
+        # A node in maintenance is out of Ray on purpose: nothing to expect, nothing to page about.
+        *(_sample("raycluster_node_declared", node_labels(p), 1) for p in cfg.placed_nodes if not p.node.maintenance),
     ]
     intervals = {name: live_intervals(tier, at) for name, tier in cfg.tiers.items()}
     for bound, metric, meaning in (

@@ -23,7 +23,7 @@ import json
 import shlex
 import shutil
 from pathlib import Path, PurePosixPath
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from components.render import cloud_init, drain
 from components.render import monitoring_config as mc

@@ -3,7 +3,6 @@ firewall and Ray container, and the monitoring stack."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Optional
 
 import pulumi
@@ -30,7 +29,6 @@ class RayCluster(pulumi.ComponentResource):
         cfg: ClusterConfig,
         secrets: ClusterSecrets,
         at: dt.datetime,
-        ssh_client_root: Path,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         super().__init__("ray-cluster:index:RayCluster", name, None, opts)
@@ -53,44 +51,41 @@ class RayCluster(pulumi.ComponentResource):
         ray_token = secrets.ray_token or random.RandomPassword(
             "ray-token", length=48, special=False, opts=child
         ).result
-        ssh = SshAccess(cfg.ssh.user, secrets.ssh_private_key, ssh_client_root)
+        ssh = SshAccess(cfg.ssh.user, secrets.ssh_private_key)
 
         self.live_tiers = cfg.live_tiers(at)
         live_nodes = sorted(cfg.live_nodes(at), key=lambda p: not p.node.head)  # head first
         self.nodes: dict[str, RayNode] = {}
+        host_keys: dict[str, pulumi.Output] = {}
         head: Optional[RayNode] = None
         for placed in live_nodes:
             node_name, ip = placed.node.name, str(placed.node.ip)
             vm = RayVm(cfg, placed, placement, tier_tags[placed.tier_name].id, opts=child)
+            host_keys[node_name] = vm.host_public_key
             connection = ssh.connection(ip, vm.host_public_key)
             firewall = Firewall(cfg, placed, connection, vm.vm, opts=child)
-            docker_host, ssh_opts = ssh.docker_host(node_name, ip, vm.host_public_key)
+            docker_host, ssh_opts = ssh.docker_host(ip, vm.host_public_key)
             docker_provider = docker.Provider(
                 f"{node_name}-docker",
                 host=docker_host,
                 ssh_opts=ssh_opts,
                 # The firewall step waits for cloud-init, which installs Docker.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall.command]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall.command], deleted_with=vm.vm),
             )
-            node = RayNode(
-                cfg,
-                placed,
-                docker_provider,
-                connection,
-                ray_token,
-                firewall_ready=firewall.command,
-                head=head,
-                opts=child,
-            )
-            head = head or node
-            self.nodes[node_name] = node
-            NodeExporters(cfg, placed, docker_provider, firewall.command, opts=child)
+            if not placed.node.maintenance:
+                node = RayNode(
+                    cfg, placed, docker_provider, vm.host_public_key, ray_token, vm.vm, firewall.command, head=head, opts=child
+                )
+                head = head or node
+                self.nodes[node_name] = node
+            NodeExporters(cfg, placed, docker_provider, vm.vm, firewall.command, opts=child)
             if placed.node.name == cfg.monitoring_host.node.name:
                 self.monitoring = MonitoringStack(
                     cfg,
                     at,
                     docker_provider,
                     connection,
+                    vm.vm,
                     firewall.command,
                     secrets.grafana_admin_password,
                     opts=child,
@@ -101,8 +96,11 @@ class RayCluster(pulumi.ComponentResource):
             "at": at.isoformat(),
             "liveTiers": self.live_tiers,
             "nodes": [
-                {"name": p.node.name, "tier": p.tier_name, "ip": str(p.node.ip)} for p in live_nodes
+                {"name": p.node.name, "tier": p.tier_name, "ip": str(p.node.ip), "maintenance": p.node.maintenance}
+                for p in live_nodes
             ],
+            # Public: operators' SSH (scripts/scheduler.py drain) pins them, as Pulumi's own SSH does.
+            "hostKeys": host_keys,
             "headIp": head_ip,
             "dashboardUrl": f"http://{head_ip}:{ports.RAY.dashboard}",
             "rayAddress": f"{head_ip}:{ports.RAY.gcs}",

@@ -7,12 +7,16 @@ from typing import Mapping, Optional
 import pulumi
 import pulumi_docker as docker
 
-from components.render.containers import RESTART, ContainerSpec
+from components.render.containers import RESTART, ContainerSpec, go_duration
 
 
-def on_docker(parent: pulumi.Resource, docker_provider: docker.Provider, firewall_ready: pulumi.Resource) -> pulumi.ResourceOptions:
-    """Options for what lives on a VM's Docker engine: it goes with the VM (firewall_ready is replaced with it)."""
-    return pulumi.ResourceOptions(parent=parent, provider=docker_provider, replace_with=[firewall_ready])
+def on_docker(parent: pulumi.Resource, docker_provider: docker.Provider, vm: pulumi.Resource) -> pulumi.ResourceOptions:
+    """Options for what lives on a VM's Docker engine: it goes with the VM.
+
+    `deleted_with` the VM: replaced whenever the VM is, and never deleted on its own
+    when the VM goes too (no SSH to a VM that is being removed, or is gone).
+    """
+    return pulumi.ResourceOptions(parent=parent, provider=docker_provider, deleted_with=vm)
 
 
 def docker_container(
@@ -22,8 +26,10 @@ def docker_container(
     opts: pulumi.ResourceOptions,
     secrets: Optional[Mapping[str, pulumi.Input[str]]] = None,
     volume_names: Optional[Mapping[str, pulumi.Input[str]]] = None,
+    input_labels: Optional[Mapping[str, pulumi.Input[str]]] = None,
 ) -> docker.Container:
-    """`secrets` gives each of `spec.secret_env`; `volume_names` the managed Volume behind a named volume."""
+    """`secrets` gives each of `spec.secret_env`; `volume_names` the managed Volume behind a named volume;
+    `input_labels` labels whose values are other resources' outputs (so the engine sees the dependency)."""
     plain_env = [f"{name}={value}" for name, value in sorted(spec.env.items())]
     envs: pulumi.Input = plain_env or None
     if spec.secret_env:
@@ -63,16 +69,19 @@ def docker_container(
         devices=[docker.ContainerDeviceArgs(host_path=d, container_path=d) for d in spec.devices] or None,
         healthcheck=docker.ContainerHealthcheckArgs(
             tests=list(health.test),
-            interval=health.interval,
-            timeout=health.timeout,
+            # As the provider reads them back (Go's Duration.String()), or every refresh diffs.
+            interval=go_duration(health.interval),
+            timeout=go_duration(health.timeout),
             retries=health.retries,
-            start_period=health.start_period,
+            start_period=go_duration(health.start_period),
         ),
         restart=RESTART,
         shm_size=spec.shm_size_mb,
         stop_timeout=spec.stop_timeout,
         destroy_grace_seconds=spec.stop_timeout,
-        labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in spec.labels.items()] or None,
+        labels=[
+            docker.ContainerLabelArgs(label=k, value=v) for k, v in {**spec.labels, **(input_labels or {})}.items()
+        ] or None,
         # The name is fixed (operators, the drain and the health checks use it), and Docker
         # refuses a second container of that name: a replacement deletes the old one first.
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(delete_before_replace=True)),

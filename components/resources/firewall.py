@@ -23,15 +23,15 @@ class Firewall(pulumi.ComponentResource):
         super().__init__("ray-cluster:index:Firewall", name, None, opts)
         self.script = firewall_rules.ufw_script(firewall_rules.firewall_rules(cfg, placed))
         # The script converges the host to exactly this rule set; a changed rule set
-        # changes stdin, which re-runs it, and a replaced VM gets it anew (and with it
-        # everything on its Docker engine, which is replaced with this command).
+        # changes stdin, which re-runs it, and a replaced VM gets it anew (`deleted_with`
+        # the VM: replaced with it, and no SSH to a VM that is going anyway).
         # cloud-init may still be installing ufw when SSH first answers, hence the wait.
         self.command = remote.Command(
             firewall_rules.firewall_name(name),
             connection=connection,
             create=f"cloud-init status --wait >/dev/null; sudo flock {firewall_rules.GUARD_LOCK} sh -s",
             stdin=self.script,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[vm], replace_with=[vm]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[vm], deleted_with=vm),
         )
         # Then a timer re-applies the same script, so a hand-made change does not last.
         self.guard = remote.Command(
@@ -39,6 +39,6 @@ class Firewall(pulumi.ComponentResource):
             connection=connection,
             create="sudo sh -s",
             stdin=firewall_rules.guard_install_script(self.script),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.command], replace_with=[vm]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.command], deleted_with=vm),
         )
         self.register_outputs({"rules": self.script})

@@ -49,12 +49,13 @@ class NodeExporters(pulumi.ComponentResource):
         cfg: ClusterConfig,
         placed: PlacedNode,
         docker_provider: docker.Provider,
+        vm: pulumi.Resource,
         firewall_ready: pulumi.Resource,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         name = placed.node.name
         super().__init__("ray-cluster:index:NodeExporters", name, None, opts)
-        on_node = on_docker(self, docker_provider, firewall_ready)
+        on_node = on_docker(self, docker_provider, vm)
         images = _Pinned(name, on_node)
         on_node = pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[firewall_ready]))
         self.node_exporter = images.container(containers.node_exporter_container(cfg, placed), on_node)
@@ -71,6 +72,7 @@ class MonitoringStack(pulumi.ComponentResource):
         at: dt.datetime,
         docker_provider: docker.Provider,
         connection: remote.ConnectionArgs,
+        vm: pulumi.Resource,
         firewall_ready: pulumi.Resource,
         grafana_admin_password: Optional[pulumi.Output],
         opts: Optional[pulumi.ResourceOptions] = None,
@@ -78,7 +80,7 @@ class MonitoringStack(pulumi.ComponentResource):
         host = cfg.monitoring_host.node.name
         super().__init__("ray-cluster:index:Monitoring", host, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        on_host = on_docker(self, docker_provider, firewall_ready)
+        on_host = on_docker(self, docker_provider, vm)
         images = _Pinned(host, on_host)
         # Volume names are fixed too: a replacement deletes the old volume first.
         volume_opts = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(delete_before_replace=True))
@@ -89,7 +91,7 @@ class MonitoringStack(pulumi.ComponentResource):
                 connection=connection,
                 create="sudo sh -s",
                 stdin=write_files_script(files, then=RELOAD_PROMETHEUS),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall_ready], replace_with=[firewall_ready]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall_ready], deleted_with=vm),
             )
 
         config_files = write("monitoring-config", mc.config_files(cfg))

@@ -6,12 +6,16 @@ from typing import Optional
 
 import pulumi
 import pulumi_docker as docker
-from pulumi_command import remote
+from pulumi_command import local
 
 from components.render import drain
 from components.model.config import ClusterConfig, PlacedNode
 from components.render.containers import ray_container
+from components.render.drain_over_ssh import drain_over_ssh
 from components.resources.docker_container import docker_container, on_docker
+
+# The label on every worker's Ray container that carries the head container's id.
+HEAD_CONTAINER_LABEL = "ray-cluster.head-container"
 
 
 class RayNode(pulumi.ComponentResource):
@@ -20,39 +24,49 @@ class RayNode(pulumi.ComponentResource):
         cfg: ClusterConfig,
         placed: PlacedNode,
         docker_provider: docker.Provider,
-        connection: remote.ConnectionArgs,
+        host_public_key: pulumi.Output,
         ray_token: pulumi.Output,
+        vm: pulumi.Resource,
         firewall_ready: pulumi.Resource,
         head: Optional["RayNode"] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         name = placed.node.name
         super().__init__("ray-cluster:index:RayNode", name, None, opts)
-        on_node = on_docker(self, docker_provider, firewall_ready)
+        on_node = on_docker(self, docker_provider, vm)
         spec = ray_container(cfg, placed)
         self.image = docker.RemoteImage(f"{name}-ray-image", name=spec.image, keep_locally=True, opts=on_node)
-        # Ray starts only once the firewall is in place; workers only once the head is up.
-        after = [firewall_ready] + ([head.container] if head else [])
         self.container = docker_container(
             f"{name}-ray",
             spec,
             self.image.image_id,
-            pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=after)),
+            # Ray starts only once the firewall is in place.
+            pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[firewall_ready])),
             secrets={"RAY_AUTH_TOKEN": ray_token},
+            # A worker's container takes the head container's id as an input (labels are ForceNew
+            # in the Docker provider): when the head container is replaced, the engine deletes
+            # every worker container first, each after its drain (calculateDependentReplacements,
+            # pulumi/pulumi pkg/resource/deploy/step_generator.go), and starts workers after the head.
+            input_labels={HEAD_CONTAINER_LABEL: head.container.id} if head else None,
         )
 
-        self.drain_on_delete: Optional[remote.Command] = None
+        self.drain_on_delete: Optional[local.Command] = None
         if not placed.node.head:
             # Deleted before the container and the VM it depends on: whoever removes
             # this node (schedule, config change, destroy), the node drains first. The
             # container's id as a trigger makes a replaced container (a new image, new
-            # flags, a new VM) drain first too: Pulumi deletes a dependent that will be
-            # replaced before it deletes the container it depends on.
-            self.drain_on_delete = remote.Command(
+            # flags, a new VM, a new head) drain first too: the engine deletes a dependent
+            # whose input depends on a replaced resource, and whose provider then says
+            # replace, before that resource. Never `deleted_with` the VM: it must run.
+            # A local command that SSHes itself (components/render/drain_over_ssh.py), so a
+            # node that does not answer is removed with an alarm instead of failing every run.
+            command = drain.drain_command(cfg, placed)
+            self.drain_on_delete = local.Command(
                 f"{name}-drain-on-delete",
-                connection=connection,
                 create="true",
-                delete=drain.drain_command(cfg, placed),
+                delete=host_public_key.apply(
+                    lambda key: drain_over_ssh(cfg.ssh.user, name, str(placed.node.ip), key, command)
+                ),
                 triggers=[self.container.id],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.container], delete_before_replace=True),
             )

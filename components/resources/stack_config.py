@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -9,7 +10,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from components.model.config import NAMESPACE, ClusterConfig, ConfigError, Problem, load
-from components.model.stack import SECRET_KEYS, strip_namespace
+from components.model.stack import AT_ENVIRONMENT, SECRET_KEYS, strip_namespace
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ def read_pulumi_config() -> tuple[ClusterConfig, ClusterSecrets]:
             raw[key] = json.loads(value) if isinstance(value, str) else value
         except json.JSONDecodeError:
             raw[key] = value  # a plain string such as `at`
+    if os.environ.get(AT_ENVIRONMENT):
+        raw["at"] = os.environ[AT_ENVIRONMENT]
     cfg = load(raw)
     config = pulumi.Config(NAMESPACE)
     secrets = ClusterSecrets(

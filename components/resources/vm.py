@@ -12,11 +12,23 @@ from components.render import cloud_init
 from components.model.config import ClusterConfig, PlacedNode
 
 
+# VM inputs that only matter when the VM is cloned (template-derived, or cloud-init).
+SET_AT_CLONE = (
+    "clone",
+    "extraConfig",
+    "guestId",
+    "scsiType",
+    "firmware",
+    "networkInterfaces[0].adapterType",
+    "disks[0].thinProvisioned",
+    "disks[0].eagerlyScrub",
+)
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where VMs go, looked up once per stack from the names in config."""
 
-    datacenter_id: str
     resource_pool_id: str
     datastore_id: str
     network_id: str
@@ -34,7 +46,6 @@ class Placement:
                 name=names.compute_cluster, datacenter_id=datacenter.id
             ).resource_pool_id
         return Placement(
-            datacenter_id=datacenter.id,
             resource_pool_id=pool_id,
             datastore_id=vsphere.get_datastore(name=names.datastore, datacenter_id=datacenter.id).id,
             network_id=vsphere.get_network(name=names.network, datacenter_id=datacenter.id).id,
@@ -98,8 +109,18 @@ class RayVm(pulumi.ComponentResource):
             clone=vsphere.VirtualMachineCloneArgs(template_uuid=template.id),
             extra_config=extra_config,
             tags=[tier_tag_id],
-            # A VM name is unique in its folder: a replacement must delete the old VM first.
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
+            opts=pulumi.ResourceOptions.merge(
+                child,
+                pulumi.ResourceOptions(
+                    # A VM name is unique in its folder: a replacement must delete the old VM first.
+                    delete_before_replace=True,
+                    # Set once, when the VM is cloned: a rebuilt template (a new UUID; every clone.*
+                    # is ForceNew) or new cloud-init (extraConfig updates in place and reboots) must
+                    # not replace or reboot a live VM. They reach a VM when it is created: heavy-tier
+                    # VMs every evening, always-on VMs by the explicit replacement in README "Day 2".
+                    ignore_changes=list(SET_AT_CLONE),
+                ),
+            ),
         )
         self.ip = str(placed.node.ip)
         self.host_public_key = self.host_key.public_key_openssh

@@ -48,6 +48,11 @@ class Registration:
     secret_inputs: set[str] = field(default_factory=set)
     delete_before_replace: bool = False
     replace_with: list[str] = field(default_factory=list)
+    custom: bool = True
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    deleted_with: str = ""
+    ignore_changes: list[str] = field(default_factory=list)
+    retain_on_delete: bool = False
 
 
 def _secret_keys(struct) -> set[str]:
@@ -91,6 +96,13 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     secret_inputs=_secret_keys(request.object),
                     delete_before_replace=request.deleteBeforeReplace,
                     replace_with=list(request.replace_with),
+                    custom=request.custom,
+                    property_dependencies={
+                        key: list(deps.urns) for key, deps in request.propertyDependencies.items() if deps.urns
+                    },
+                    deleted_with=request.deletedWith,
+                    ignore_changes=list(request.ignoreChanges),
+                    retain_on_delete=request.retainOnDelete,
                 )
             )
         return response
@@ -141,12 +153,17 @@ class ProgramRun:
         return match
 
 
-def run_program(raw: dict, tmp_path: Path, secrets: Optional[dict] = None, stack: str = "prod") -> ProgramRun:
-    """Evaluate __main__.py under mocks with `raw` as the stack's ray-cluster config."""
+def run_program(
+    raw: dict, tmp_path: Path, secrets: Optional[dict] = None, stack: str = "prod", preview: bool = False
+) -> ProgramRun:
+    """Evaluate __main__.py under mocks with `raw` as the stack's ray-cluster config.
+
+    HOME is `tmp_path` while the program runs: nothing it might write lands in a real home.
+    """
     secrets = TEST_SECRETS if secrets is None else secrets
     monitor = RecordingMonitor(ClusterMocks())
     settings.set_root_resource(None)  # a fresh stack per run
-    pulumi.runtime.set_mocks(ClusterMocks(), project="ray-cluster", stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(ClusterMocks(), project="ray-cluster", stack=stack, preview=preview, monitor=monitor)
     flat = {f"ray-cluster:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
     flat.update({f"ray-cluster:{k}": v for k, v in secrets.items()})
     pulumi.runtime.set_all_config(flat, [f"ray-cluster:{k}" for k in secrets])
@@ -158,7 +175,7 @@ def run_program(raw: dict, tmp_path: Path, secrets: Optional[dict] = None, stack
         import os
 
         home = os.environ.get("HOME")
-        os.environ["HOME"] = str(tmp_path)  # the program writes ssh client files under ~/.ssh
+        os.environ["HOME"] = str(tmp_path)
         try:
             pulumi.runtime.test(lambda: runpy.run_path(str(MAIN), run_name="__main__"))()
         finally:

@@ -2,7 +2,8 @@
 # Installs everything the program, its tools and its tests need, into ./venv
 # (the virtualenv Pulumi.yaml names) plus the Debian packages whose real tools
 # check what we ship: promtool/prometheus, node-exporter, cloud-init, ufw,
-# iproute2 (network namespaces for the firewall tests).
+# iproute2 (network namespaces for the firewall tests), openssh-server (a real sshd,
+# in a namespace, for the SSH client tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +17,7 @@ among() { local x="$1"; shift; local y; for y in "$@"; do [ "$x" = "$y" ] && ret
 # services on :9090/:9100 on all interfaces, and cloud-init would run at the next
 # boot. So: packages already present are left alone (not reinstalled or upgraded,
 # their services untouched); those this run installs get their services kept off.
-DEBS=(prometheus prometheus-node-exporter cloud-init netplan.io ufw iproute2 iptables procps)
+DEBS=(prometheus prometheus-node-exporter cloud-init netplan.io ufw iproute2 iptables procps openssh-server)
 missing=()
 for deb in "${DEBS[@]}"; do installed "$deb" || missing+=("$deb"); done
 # A Docker CLI (no daemon needed) lets tests/test_render.py compare `docker run` with Pulumi's containers.
@@ -53,6 +54,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   among prometheus "${missing[@]}" && units+=(prometheus.service)
   among prometheus-node-exporter "${missing[@]}" && units+=(prometheus-node-exporter.service)
   among docker.io "${missing[@]}" && units+=(docker.service docker.socket containerd.service)
+  among openssh-server "${missing[@]}" && units+=(ssh.service ssh.socket)
   if [ "${#units[@]}" -gt 0 ]; then
     # Not started (policy-rc.d above), but enabled for the next boot: disable them.
     if [ -d /run/systemd/system ]; then

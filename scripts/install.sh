@@ -54,7 +54,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   among prometheus "${missing[@]}" && units+=(prometheus.service)
   among prometheus-node-exporter "${missing[@]}" && units+=(prometheus-node-exporter.service)
   among docker.io "${missing[@]}" && units+=(docker.service docker.socket containerd.service)
-  among openssh-server "${missing[@]}" && units+=(ssh.service ssh.socket)
+  among openssh-server "${missing[@]}" && units+=(ssh.service)
   if [ "${#units[@]}" -gt 0 ]; then
     # Not started (policy-rc.d above), but enabled for the next boot: disable them.
     if [ -d /run/systemd/system ]; then

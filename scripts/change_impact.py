@@ -13,7 +13,7 @@ import sys
 from typing import Optional, Sequence
 
 from components.model.stack import read_stack_file
-from scripts.ops import change_impact, engine_rules
+from scripts.ops.change_impact import against_revision
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -22,15 +22,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--stack", default="prod")
     parser.add_argument("--at", default="2026-11-22T22:00:00+01:00", help="the instant to compare at (default: a night, every tier live)")
     args = parser.parse_args(argv)
+    head = read_stack_file(args.stack).head.node.name
     try:
-        before = change_impact.graph_at_revision(args.base, args.stack, args.at)
-        after = change_impact.graph(change_impact.ROOT, args.stack, args.at)
+        print(against_revision(args.base, args.stack, args.at, head), end="")
     except RuntimeError as error:
         print(f"change_impact: {error}", file=sys.stderr)
         return 2
-    plan = engine_rules.up(engine_rules.refreshed(before), after)
-    head = read_stack_file(args.stack).head.node.name
-    print(change_impact.markdown(change_impact.impact(plan, head), args.base, args.at), end="")
     return 0
 
 

@@ -84,3 +84,10 @@ def markdown(found: Impact, base: str, at: str) -> str:
     if found.other:
         lines += ["", "<details><summary>Every other step</summary>", "", *(f"- {s}" for s in found.other), "", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def against_revision(base: str, stack: str, at: str, head: str) -> str:
+    """The Markdown for deploying the working tree over git revision `base`."""
+    before = graph_at_revision(base, stack, at)
+    plan = er.up(er.refreshed(before), graph(ROOT, stack, at))
+    return markdown(impact(plan, head), base, at)

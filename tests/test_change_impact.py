@@ -3,6 +3,7 @@ under mocks, through the engine-rules model (scripts/ops/change_impact.py)."""
 from __future__ import annotations
 
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -81,3 +82,15 @@ def test_a_program_that_does_not_run_is_reported(tmp_path):
     tree = changed_tree(tmp_path, "ray-cluster:network.cidr", "not-a-network")
     with pytest.raises(RuntimeError, match="did not run under mocks"):
         change_impact.graph(tree, "prod", NIGHT)
+
+
+def test_the_offline_render_says_what_deploying_it_would_do(tmp_path):
+    out = tmp_path / "render"
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.render", "--stack", "prod", "--out", str(out), "--at", NIGHT, "--impact-against", "HEAD"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    impact = (out / "impact.md").read_text()
+    assert impact.startswith(f"### What this change does to a running cluster (against `HEAD`, at {NIGHT})")
+    assert impact in (out / "summary.md").read_text()

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 from components.model.stack import read_stack_file
 from components.render import offline
+from scripts.ops import change_impact
 
 
 def instant(text: str) -> dt.datetime:
@@ -25,10 +26,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument(
         "--at", type=instant, help="ISO 8601 instant with offset, like 2026-11-22T22:00:00+01:00 (default: pinned at, else now)"
     )
+    parser.add_argument(
+        "--impact-against", metavar="REF",
+        help="also write impact.md: what deploying this tree over git revision REF does (head restart, VM reboots, drains)",
+    )
     args = parser.parse_args(argv)
     cfg = read_stack_file(args.stack)
     at = args.at or cfg.instant()
-    offline.write(offline.render(cfg, args.stack, at), args.out)
+    files = offline.render(cfg, args.stack, at)
+    if args.impact_against:
+        files["impact.md"] = change_impact.against_revision(args.impact_against, args.stack, at.isoformat(), cfg.head.node.name)
+        files["summary.md"] += "\n" + files["impact.md"]
+    offline.write(files, args.out)
     print(f"rendered stack {args.stack} at {at.isoformat()} (live tiers: {', '.join(cfg.live_tiers(at)) or 'none'}) into {args.out}")
 
 

@@ -245,9 +245,10 @@ def test_without_ignore_changes_a_rebuilt_template_would_replace_every_vm_head_f
     assert plan.has("create-replacement", "VirtualMachine", HEAD)
 
 
-def test_a_changed_ssh_key_reboots_no_vm_until_its_explicit_replacement():
+def test_a_changed_ssh_key_reaches_every_node_over_ssh_and_reboots_no_vm():
     changed = json.dumps({"ssh.publicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRotatedKeyRotatedKeyRotatedKeyRotated ops@ray-cluster"})
-    assert er.up(state_after_up(), new(changes=changed)).changed() == []
+    plan = er.up(state_after_up(), new(changes=changed))
+    assert {(s.op, s.name) for s in plan.changed()} == {("update", f"{n}-authorized-keys") for n in [HEAD] + WORKERS}
     program = new(changes=changed)
     for r in program:
         r.ignore_changes = ()
@@ -290,3 +291,21 @@ def test_an_unreachable_worker_needs_ssh_only_for_its_drain():
                 and s.kind in ("Command", "Container", "RemoteImage", "Volume", "CopyToRemote")
             ]
             assert over_ssh == [("Command", f"{node}-drain-on-delete")]
+
+
+def test_a_tier_resize_drains_each_vm_before_replacing_it_and_reboots_none():
+    plan = er.up(state_after_up(), new(changes=json.dumps({"tiers.heavy-compute.vcpu": 64})))
+    for node in HEAVY:
+        assert plan.before(step("delete-replaced", DRAIN, node), step("delete-replaced", VM, node))
+    assert not any(s.reboots for s in plan.steps)
+    assert all(s.name.startswith("ray-hc") or s.op == "update" for s in plan.changed())
+
+
+def test_without_replace_on_changes_a_resize_would_reboot_the_vm_before_its_drain():
+    """The negative control: an in-place CPU change powers the VM off (no hot-add) while Ray runs."""
+    program = new(changes=json.dumps({"tiers.heavy-compute.vcpu": 64}))
+    for r in program:
+        r.replace_on_changes = ()
+    plan = er.up(state_after_up(), program)
+    reboot = plan.step("update", "VirtualMachine", "ray-hc-1")
+    assert reboot.reboots and plan.before(("update", "VirtualMachine", "ray-hc-1"), step("delete-replaced", DRAIN, "ray-hc-1"))

@@ -5,14 +5,13 @@ import json
 
 import pytest
 
+from conftest import prod_raw
 from scripts.ops.program_mocks import run_program
 from test_program import AO, COMMAND, CONTAINER, DOCKER_PROVIDER, HC, IMAGE, LOCAL_COMMAND, NIGHT, NOON, VM, VOLUME
 
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory):
-    from conftest import prod_raw
-
     raw = prod_raw()
     raw["at"] = NIGHT
     return run_program(raw, tmp_path_factory.mktemp("night"))
@@ -122,3 +121,32 @@ def test_the_schedulers_instant_comes_from_the_environment_and_wins(raw, tmp_pat
     monkeypatch.setenv("RAY_CLUSTER_AT", NIGHT)
     run = run_program(raw, tmp_path)
     assert sorted(r.name for r in run.of_type(VM)) == sorted(AO + HC)
+
+
+def test_every_node_keeps_its_authorized_keys_equal_to_the_config(raw, tmp_path, prod_config):
+    from components.render import cloud_init
+
+    new_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRotatedKeyRotatedKeyRotatedKeyRotated new@ray-cluster"
+    raw["at"] = NIGHT
+    raw["ssh"]["additionalPublicKeys"] = [new_key]
+    run = run_program(raw, tmp_path)
+    for name in AO + HC:
+        command = run.one(COMMAND, f"{name}-authorized-keys")
+        assert command.inputs["stdin"] == f"{prod_config.ssh.public_key}\n{new_key}\n"
+        assert command.inputs["create"] == cloud_init.AUTHORIZED_KEYS_UPDATE
+        assert command.deleted_with == run.one(VM, name).urn
+
+
+def test_the_authorized_keys_update_replaces_the_file_owner_only(tmp_path, prod_config):
+    from components.render import cloud_init
+
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "authorized_keys").write_text("ssh-ed25519 AAAAold old@key\n")
+    text = cloud_init.authorized_keys(prod_config)
+    import subprocess
+
+    subprocess.run(["sh", "-c", cloud_init.AUTHORIZED_KEYS_UPDATE], input=text, text=True, check=True, env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+    written = home / ".ssh" / "authorized_keys"
+    assert written.read_text() == text and written.stat().st_mode & 0o077 == 0
+    assert not (home / ".ssh" / "authorized_keys.new").exists()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
-from typing import Any, Literal, NamedTuple, Optional, Union
+from typing import Annotated, Any, Literal, NamedTuple, Optional, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
@@ -57,6 +57,12 @@ class Network(_Model):
 class Ssh(_Model):
     user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     public_key: str = Field(pattern=_SSH_PUBLIC_KEY)
+    # Also let in while a key is rotated (README "Day 2"): the old and the new key both work.
+    additional_public_keys: list[Annotated[str, Field(pattern=_SSH_PUBLIC_KEY)]] = []
+
+    @property
+    def authorized_keys(self) -> list[str]:
+        return [self.public_key, *self.additional_public_keys]
 
     @field_validator("user")
     @classmethod

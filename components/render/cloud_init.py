@@ -59,7 +59,7 @@ def user_data(cfg: ClusterConfig, placed: PlacedNode, host_private_key: str, hos
                 "shell": "/bin/bash",
                 "sudo": "ALL=(ALL) NOPASSWD:ALL",
                 "lock_passwd": True,
-                "ssh_authorized_keys": [cfg.ssh.public_key],
+                "ssh_authorized_keys": cfg.ssh.authorized_keys,
             }
         ],
         "disable_root": True,
@@ -89,3 +89,14 @@ def guestinfo(metadata_text: str, user_data_text: str) -> dict[str, str]:
         f"guestinfo.{USER_DATA_KEY}": encode(user_data_text),
         f"guestinfo.{USER_DATA_KEY}.encoding": "base64",
     }
+
+
+# Run over SSH as the node's user: the same keys as the user-data, for a VM cloned before they changed.
+AUTHORIZED_KEYS_UPDATE = (
+    "umask 077 && mkdir -p ~/.ssh && cat > ~/.ssh/authorized_keys.new && mv ~/.ssh/authorized_keys.new ~/.ssh/authorized_keys"
+)
+
+
+def authorized_keys(cfg: ClusterConfig) -> str:
+    """The node user's authorized_keys file (stdin of AUTHORIZED_KEYS_UPDATE)."""
+    return "".join(f"{key}\n" for key in cfg.ssh.authorized_keys)

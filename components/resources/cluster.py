@@ -17,7 +17,7 @@ from components.model.config import ClusterConfig
 from components.resources.firewall import Firewall
 from components.resources.monitoring import MonitoringStack, NodeExporters
 from components.resources.ray_node import RayNode
-from components.resources.ssh_access import SshAccess
+from components.resources.ssh_access import SshAccess, authorized_keys_command
 from components.resources.stack_config import ClusterSecrets
 from components.resources.vm import Placement, RayVm
 
@@ -63,6 +63,7 @@ class RayCluster(pulumi.ComponentResource):
             vm = RayVm(cfg, placed, placement, tier_tags[placed.tier_name].id, opts=child)
             host_keys[node_name] = vm.host_public_key
             connection = ssh.connection(ip, vm.host_public_key)
+            authorized_keys_command(node_name, cfg, connection, vm.vm, parent=vm)
             firewall = Firewall(cfg, placed, connection, vm.vm, opts=child)
             docker_host, ssh_opts = ssh.docker_host(ip, vm.host_public_key)
             docker_provider = docker.Provider(

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import remote
 
-from components.render import ssh_client
+from components.model.config import ClusterConfig
+from components.render import cloud_init, ssh_client
 
 
 def refuse_docker_environment() -> None:
@@ -46,3 +47,17 @@ class SshAccess:
     def docker_host(self, node_ip: str, host_public_key: pulumi.Output) -> tuple[str, pulumi.Output]:
         """`ssh://user@ip` and the ssh options for a node's Docker provider."""
         return f"ssh://{self.user}@{node_ip}", host_public_key.apply(lambda key: ssh_client.ssh_options(node_ip, key))
+
+
+def authorized_keys_command(
+    node_name: str, cfg: ClusterConfig, connection: remote.ConnectionArgs, vm: pulumi.Resource, parent: pulumi.Resource
+) -> remote.Command:
+    """Keeps the node user's authorized_keys equal to the config's keys (user-data reaches a
+    VM only when it is cloned), so an SSH key is rotated without touching any VM."""
+    return remote.Command(
+        f"{node_name}-authorized-keys",
+        connection=connection,
+        create=cloud_init.AUTHORIZED_KEYS_UPDATE,
+        stdin=cloud_init.authorized_keys(cfg),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[vm], deleted_with=vm),
+    )

@@ -119,6 +119,9 @@ class RayVm(pulumi.ComponentResource):
                     # not replace or reboot a live VM. They reach a VM when it is created: heavy-tier
                     # VMs every evening, always-on VMs by the explicit replacement in README "Day 2".
                     ignore_changes=list(SET_AT_CLONE),
+                    # A resize would power the VM off in place, before anything on it drains;
+                    # as a replacement, the engine drains the node first, then replaces the VM.
+                    replace_on_changes=["numCpus", "memory"],
                 ),
             ),
         )

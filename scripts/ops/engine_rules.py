@@ -10,7 +10,8 @@ at 1b5949891b3c (2026-08-21), pkg/resource/deploy/step_generator.go unless named
      in its `replace_with` is being replaced, when its `deleted_with` resource is being
      replaced, or when its provider is replaced; otherwise the provider's Diff decides.
   E2 ignore_changes paths keep their old values before the provider diffs
-     (pkg/resource/deploy/step_generator.go processIgnoreChanges via diffResource).
+     (pkg/resource/deploy/step_generator.go processIgnoreChanges via diffResource), and a
+     change under a `replace_on_changes` path replaces (applyReplaceOnChanges).
   E3 An input that depends on a replaced resource's output is unknown, so it changes
      (the replacement has a new id): calculateDependentReplacements substitutes
      MakeComputed for it; at registration the new output differs.
@@ -59,6 +60,7 @@ class Resource:
     replace_with: tuple[str, ...] = ()
     delete_before_replace: Optional[bool] = None  # None: the provider's default
     ignore_changes: tuple[str, ...] = ()
+    replace_on_changes: tuple[str, ...] = ()
     inputs: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -88,6 +90,7 @@ def from_registrations(registrations: Iterable[Any]) -> list[Resource]:
             replace_with=tuple(r.replace_with),
             delete_before_replace=r.delete_before_replace or None,
             ignore_changes=tuple(r.ignore_changes),
+            replace_on_changes=tuple(r.replace_on_changes),
             inputs=copy.deepcopy(r.inputs),
         )
         for r in registrations
@@ -231,6 +234,9 @@ class Deployment:
         inputs = with_ignored(old, new)
         changed = {key for key in set(inputs) | set(old.inputs) if inputs.get(key) != old.inputs.get(key)}
         changed |= {key for key, urns in new.property_dependencies.items() if set(urns) & self.replaces and key not in new.ignore_changes}
+        forced = sorted(k for k in changed if k in new.replace_on_changes)
+        if forced:
+            return Diff(True, frozenset(changed), f"{', '.join(forced)} changed (replace_on_changes)")
         return self._provider_diff(new.type, frozenset(changed))
 
     @staticmethod

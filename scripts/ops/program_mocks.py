@@ -52,6 +52,7 @@ class Registration:
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     deleted_with: str = ""
     ignore_changes: list[str] = field(default_factory=list)
+    replace_on_changes: list[str] = field(default_factory=list)
     retain_on_delete: bool = False
 
 
@@ -102,6 +103,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     },
                     deleted_with=request.deletedWith,
                     ignore_changes=list(request.ignoreChanges),
+                    replace_on_changes=list(request.replaceOnChanges),
                     retain_on_delete=request.retainOnDelete,
                 )
             )

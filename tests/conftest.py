@@ -11,6 +11,20 @@ from components.model import config  # noqa: E402
 from components.model.stack import stack_file_keys  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def empty_home(tmp_path_factory):
+    """The suite never relies on, or writes into, the real home: every test runs with an empty one."""
+    import os
+
+    home = tmp_path_factory.mktemp("home")
+    real, os.environ["HOME"] = os.environ.get("HOME"), str(home)
+    yield home
+    if real is None:
+        os.environ.pop("HOME", None)
+    else:
+        os.environ["HOME"] = real
+
+
 def require_tool(tool: str, package: str) -> None:
     """A real tool scripts/install.sh installs: without it the test fails, never skips silently."""
     if shutil.which(tool) is None:

@@ -173,3 +173,12 @@ def test_the_vsphere_provider_keys_are_the_providers():
     settings = [name for name, value in vars(provider_vars._ExportableConfig).items() if isinstance(value, property)]
     camel = sorted(re.sub(r"_(\w)", lambda m: m.group(1).upper(), name) for name in settings)
     assert sorted(stack.VSPHERE_PROVIDER_KEYS) == camel
+
+
+def test_a_copy_with_other_tiers_does_not_keep_the_cached_nodes(prod_config):
+    assert prod_config.placed_nodes and prod_config.head  # cached on the original
+    overridden = prod_config.model_copy(update={"tiers": {
+        name: tier.model_copy(update={"override": "on"}) for name, tier in prod_config.tiers.items()
+    }})
+    assert {p.tier.override for p in overridden.placed_nodes} == {"on"}
+    assert overridden.head.tier.override == overridden.monitoring_host.tier.override == "on"

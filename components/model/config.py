@@ -10,6 +10,7 @@ Pulumi secrets (components/resources/stack_config.py).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import re
 from typing import Annotated, Any, Literal, NamedTuple, Optional, Union
@@ -230,21 +231,33 @@ class ClusterConfig(ConfigModel):
     def _iso_with_offset(cls, value: Any) -> Any:
         return parse_instant(value) if isinstance(value, str) else value
 
-    @property
+    def model_copy(self, *, update: Optional[dict[str, Any]] = None, deep: bool = False) -> ClusterConfig:
+        """A copy; what was cached from this model's nodes is not carried over."""
+        copied = super().model_copy(update=update, deep=deep)
+        for name in ("placed_nodes", "_by_name", "head", "monitoring_host"):
+            copied.__dict__.pop(name, None)
+        return copied
+
+    # Cached: the model is frozen, and the program asks these for every node.
+    @functools.cached_property
     def placed_nodes(self) -> list[PlacedNode]:
         return [PlacedNode(name, tier, node) for name, tier in self.tiers.items() for node in tier.nodes]
 
-    @property
+    @functools.cached_property
+    def _by_name(self) -> dict[str, PlacedNode]:
+        return {p.node.name: p for p in self.placed_nodes}
+
+    @functools.cached_property
     def head(self) -> PlacedNode:
         return next(p for p in self.placed_nodes if p.node.head)
 
     def placed(self, node_name: str) -> Optional[PlacedNode]:
         """The node of that name with its tier, or None."""
-        return next((p for p in self.placed_nodes if p.node.name == node_name), None)
+        return self._by_name.get(node_name)
 
-    @property
+    @functools.cached_property
     def monitoring_host(self) -> PlacedNode:
-        return self.placed(self.monitoring.host or self.head.node.name)  # type: ignore[return-value]
+        return self._by_name[self.monitoring.host or self.head.node.name]
 
     def instant(self) -> dt.datetime:
         """The pinned `at`, or now: the instant the desired state is computed for."""

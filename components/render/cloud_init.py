@@ -84,7 +84,32 @@ def user_data(cfg: ClusterConfig, placed: PlacedNode, host_private_key: str, hos
             ["install", "-d", "-m", "0755", "-o", str(IMAGE_UID), "-g", str(IMAGE_GID), HOST_DATA_DIR],
         ],
     }
+    if cfg.proxy is not None:
+        document.update(proxy_settings(cfg))
     return "#cloud-config\n" + _yaml(document)
+
+
+DOCKER_PROXY_DROP_IN = "/etc/systemd/system/docker.service.d/http-proxy.conf"
+
+
+def proxy_settings(cfg: ClusterConfig) -> dict:
+    """apt and the Docker engine (which pulls every image) through the data centre's proxy.
+
+    The drop-in is written before the packages are installed (cloud-init's
+    write_files runs in its init stage, package installs later), so Docker's
+    first start already has it. The cluster network bypasses the proxy.
+    """
+    proxy = cfg.proxy
+    https = proxy.https or proxy.http
+    no_proxy = ",".join(["localhost", "127.0.0.1", str(cfg.network.cidr), *proxy.no_proxy])
+    service = (
+        "[Service]\n"
+        f'Environment="HTTP_PROXY={proxy.http}" "HTTPS_PROXY={https}" "NO_PROXY={no_proxy}"\n'
+    )
+    return {
+        "apt": {"http_proxy": proxy.http, "https_proxy": https},
+        "write_files": [{"path": DOCKER_PROXY_DROP_IN, "permissions": "0644", "content": service}],
+    }
 
 
 def guestinfo(metadata_text: str, user_data_text: str) -> dict[str, str]:

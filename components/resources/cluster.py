@@ -52,6 +52,12 @@ class RayCluster(pulumi.ComponentResource):
             "ray-token", length=48, special=False, opts=child
         ).result
         ssh = SshAccess(cfg.ssh.user, secrets.ssh_private_key)
+        # The mirror's credentials: each RemoteImage pull through it uses them.
+        registry_auth = (
+            [docker.ProviderRegistryAuthArgs(address=cfg.registry.host, username=cfg.registry.username, password=secrets.registry_password)]
+            if cfg.registry and cfg.registry.username
+            else None
+        )
 
         self.live_tiers = cfg.live_tiers(at)
         live_nodes = sorted(cfg.live_nodes(at), key=lambda p: not p.node.head)  # head first
@@ -70,6 +76,7 @@ class RayCluster(pulumi.ComponentResource):
                 f"{node_name}-docker",
                 host=docker_host,
                 ssh_opts=ssh_opts,
+                registry_auth=registry_auth,
                 # The firewall step waits for cloud-init, which installs Docker.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall.command], deleted_with=vm.vm),
             )

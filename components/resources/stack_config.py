@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import pulumi
+import pulumi_tls as tls
 from pulumi.runtime import config as runtime_config
 
 from components.model.config import NAMESPACE, ClusterConfig, ConfigError, Problem, load
@@ -20,6 +21,33 @@ class ClusterSecrets:
     ssh_private_key: Any
     ray_token: Optional[Any]
     grafana_admin_password: Optional[Any]
+    registry_password: Optional[Any] = None  # with registry.username: the mirror's credentials
+
+
+def _registry_username(raw: dict) -> Optional[str]:
+    registry = raw.get("registry")
+    return registry.get("username") if isinstance(registry, dict) else None
+
+
+def matching_private_key(private_key: pulumi.Output, public_key: str) -> pulumi.Output:
+    """The SSH private key, once pulumi-tls derived its public half and it is `ssh.publicKey`.
+
+    Every SSH connection the program makes (firewall, Docker, drains) takes its
+    key from here, so with a mismatched pair none of them is attempted: the
+    update fails with the reason instead of timing out on "permission denied".
+    """
+    derived = tls.get_public_key_output(private_key_openssh=private_key).public_key_openssh
+
+    def checked(key_and_public: list) -> str:
+        key, derived_public = key_and_public
+        if derived_public.split()[:2] != public_key.split()[:2]:
+            raise pulumi.RunError(
+                f"{NAMESPACE}:sshPrivateKey is not the private half of {NAMESPACE}:ssh.publicKey: its public key is "
+                f"{' '.join(derived_public.split()[:2])[:40]}..., the config names {public_key[:40]}...; set the matching pair"
+            )
+        return key
+
+    return pulumi.Output.all(private_key, derived).apply(checked)
 
 
 def read_pulumi_config() -> tuple[ClusterConfig, ClusterSecrets]:
@@ -46,12 +74,18 @@ def read_pulumi_config() -> tuple[ClusterConfig, ClusterSecrets]:
         cfg = load(raw)
     except ConfigError as error:
         problems += error.problems
+    has_password = f"{NAMESPACE}:registryPassword" in flat
+    if _registry_username(raw) and not has_password:
+        problems.append(Problem("registryPassword", "registry.username is set: set the password with `pulumi config set --secret ray-cluster:registryPassword`"))
+    if has_password and not _registry_username(raw):
+        problems.append(Problem("registryPassword", "is set, but registry.username is not: set both, or neither"))
     if problems:
         raise pulumi.RunError(str(ConfigError(problems, source=f"config of stack {pulumi.get_stack()!r}")))
     config = pulumi.Config(NAMESPACE)
     secrets = ClusterSecrets(
-        ssh_private_key=config.require_secret("sshPrivateKey"),
+        ssh_private_key=matching_private_key(config.require_secret("sshPrivateKey"), cfg.ssh.public_key),
         ray_token=config.get_secret("rayToken"),
         grafana_admin_password=config.get_secret("grafanaAdminPassword"),
+        registry_password=config.get_secret("registryPassword"),
     )
     return cfg, secrets

@@ -26,6 +26,10 @@ TEST_SECRETS = {
     "grafanaAdminPassword": "test-grafana-password",
 }
 
+# The test key pair: TEST_SECRETS' private key is declared the private half of the prod stack's
+# ssh.publicKey, which is what the fake pulumi-tls derives from it (any other key: another public key).
+TEST_SSH_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk1y8cG9b0ZbC0Jp8m4t6FvYk2mY3o7lq0m2Zc1vXyQ"
+
 TEMPLATE = {
     "id": "4217a6b4-template-uuid",
     "guestId": "ubuntu64Guest",
@@ -133,6 +137,10 @@ class ClusterMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs):
         if args.token == "vsphere:index/getVirtualMachine:getVirtualMachine":
             return dict(TEMPLATE)
+        if args.token == "tls:index/getPublicKey:getPublicKey":
+            private = args.args["privateKeyOpenssh"]
+            derived = TEST_SSH_PUBLIC_KEY if private == TEST_SECRETS["sshPrivateKey"] else f"ssh-ed25519 AAAA{hashlib.sha256(private.encode()).hexdigest()}"
+            return {"publicKeyOpenssh": derived + "\n", "algorithm": "ED25519"}
         if args.token == "vsphere:index/getComputeCluster:getComputeCluster":
             return {"id": "domain-c1", "resourcePoolId": "resgroup-1"}
         return {"id": f"{args.token.rsplit(':', 1)[-1]}-{args.args.get('name')}"}

@@ -297,3 +297,14 @@ def test_the_program_ends_with_a_run_error_before_any_resource(tmp_path, monkeyp
         "  ray-cluster:tiers.heavy-compute.nodes[ray-hc-2].ip: '10.20.0.322' is not an IPv4 address like 10.20.0.11"
     ]
     assert [t for t in registered if t != "pulumi:pulumi:Stack"] == []
+
+
+@pytest.mark.parametrize("tool", [["scripts.render", "--stack", "prod", "--out", "unused"], ["scripts.scheduler", "plan"]],
+                         ids=lambda argv: argv[0])
+def test_a_naive_instant_is_worded_alike_by_every_tool(tool):
+    result = subprocess.run([sys.executable, "-m", *tool, "--at", "2026-11-22T22:00:00"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == CONFIG_ERROR_EXIT
+    assert result.stderr.splitlines()[-1].endswith(
+        "'2026-11-22T22:00:00' has no UTC offset: add one, like 2026-11-22T22:00:00+01:00 (or Z for UTC)"
+    )

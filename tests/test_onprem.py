@@ -218,3 +218,16 @@ def test_a_private_key_that_is_not_the_public_keys_half_stops_the_update(raw, tm
         run_program(raw, tmp_path, secrets={**TEST_SECRETS, "sshPrivateKey": other})
     assert re.match(r"ray-cluster:sshPrivateKey is not the private half of ray-cluster:ssh\.publicKey", str(caught.value))
     assert "someone-elses-key" not in str(caught.value)
+
+
+def test_no_vm_is_registered_before_the_key_pair_is_checked(raw, tmp_path, monkeypatch):
+    from scripts.ops import program_mocks
+
+    registered, register = [], program_mocks.RecordingMonitor.RegisterResource
+    monkeypatch.setattr(program_mocks.RecordingMonitor, "RegisterResource",
+                        lambda self, request: registered.append(request.type) or register(self, request))
+    other = "-----BEGIN OPENSSH PRIVATE KEY-----\nsomeone-elses-key\n-----END OPENSSH PRIVATE KEY-----\n"
+    with pytest.raises(pulumi.RunError):
+        run_program(raw, tmp_path, secrets={**TEST_SECRETS, "sshPrivateKey": other})
+    assert "vsphere:index/virtualMachine:VirtualMachine" not in registered
+    assert "ray-cluster:index:Vm" not in registered

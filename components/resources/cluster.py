@@ -52,6 +52,9 @@ class RayCluster(pulumi.ComponentResource):
             "ray-token", length=48, special=False, opts=child
         ).result
         ssh = SshAccess(cfg.ssh.user, secrets.ssh_private_key)
+        # No VM before the SSH key pair is checked (stack_config.matching_private_key): with a
+        # mismatched pair the update fails with no VM cloned, rather than with VMs nobody can reach.
+        vm_opts = pulumi.ResourceOptions(parent=self, depends_on=secrets.ssh_private_key.apply(lambda _: []))
         # The mirror's credentials: each RemoteImage pull through it uses them.
         registry_auth = (
             [docker.ProviderRegistryAuthArgs(address=cfg.registry.host, username=cfg.registry.username, password=secrets.registry_password)]
@@ -66,7 +69,7 @@ class RayCluster(pulumi.ComponentResource):
         head: Optional[RayNode] = None
         for placed in live_nodes:
             node_name, ip = placed.node.name, str(placed.node.ip)
-            vm = RayVm(cfg, placed, placement, tier_tags[placed.tier_name].id, opts=child)
+            vm = RayVm(cfg, placed, placement, tier_tags[placed.tier_name].id, opts=vm_opts)
             host_keys[node_name] = vm.host_public_key
             connection = ssh.connection(ip, vm.host_public_key)
             authorized_keys_command(node_name, cfg, connection, vm.vm, parent=vm)

@@ -33,8 +33,9 @@ def matching_private_key(private_key: pulumi.Output, public_key: str) -> pulumi.
     """The SSH private key, once pulumi-tls derived its public half and it is `ssh.publicKey`.
 
     Every SSH connection the program makes (firewall, Docker, drains) takes its
-    key from here, so with a mismatched pair none of them is attempted: the
-    update fails with the reason instead of timing out on "permission denied".
+    key from here and every VM waits for it (cluster.py), so with a mismatched
+    pair no VM is cloned and no connection attempted: the update fails with the
+    reason instead of timing out on "permission denied".
     """
     derived = tls.get_public_key_output(private_key_openssh=private_key).public_key_openssh
 

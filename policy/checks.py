@@ -244,7 +244,7 @@ DASHBOARDS: dict[str, int] = {
 
 
 def firewall_violations(props: Mapping) -> list[str]:
-    """A command that configures ufw leaves it enabled, deny-by-default, with no Ray port open to all."""
+    """A command that configures ufw leaves it enabled, deny-by-default, with no port open to all."""
     intent = ufw_intent(command_script(props))
     if intent is None:
         return []
@@ -263,6 +263,11 @@ def firewall_violations(props: Mapping) -> list[str]:
             problems.append(
                 f"`{rule.command}` opens Ray's {', '.join(opened)} port(s) to anyone: "
                 "Ray listens on every interface, only the firewall keeps it private"
+            )
+        elif rule.from_anywhere:
+            problems.append(
+                f"`{rule.command}` opens a port to anyone: name the networks allowed "
+                "(a tier's extraPorts take cluster, admins or a network in `from`)"
             )
     return problems
 

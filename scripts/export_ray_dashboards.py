@@ -11,18 +11,22 @@ files differ from what the installed Ray generates.
 """
 from __future__ import annotations
 
+import argparse
+import sys
 import tempfile
 from pathlib import Path
-
-from ray.dashboard.modules.metrics.metrics_head import MetricsHead
-
-from components.render.monitoring_config import DASHBOARDS_SOURCE_DIR, DATASOURCE_NAME
+from typing import Optional, Sequence
 
 RAY_DASHBOARD_SUFFIX = "_grafana_dashboard.json"  # how Ray names every dashboard it writes
 
 
 def ray_dashboards() -> dict[str, str]:
     """File name -> JSON of every dashboard the installed Ray writes at head start."""
+    # Imported here, not at the top: Ray and the config model load slowly, and --help needs neither.
+    from ray.dashboard.modules.metrics.metrics_head import MetricsHead
+
+    from components.render.monitoring_config import DATASOURCE_NAME
+
     with tempfile.TemporaryDirectory() as tmp:
         # The very method the head runs at start, on a bare object: it only
         # needs these output settings, not a running dashboard.
@@ -35,7 +39,13 @@ def ray_dashboards() -> dict[str, str]:
         return {p.name: p.read_text() for p in sorted(Path(tmp, "dashboards").glob("*.json"))}
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argparse.ArgumentParser(
+        prog="python -m scripts.export_ray_dashboards", description=__doc__.split("\n")[0],
+        epilog=f"Rewrites monitoring/grafana/dashboards/*{RAY_DASHBOARD_SUFFIX}.",
+    ).parse_args(argv)
+    from components.render.monitoring_config import DASHBOARDS_SOURCE_DIR
+
     generated = ray_dashboards()
     for stale in DASHBOARDS_SOURCE_DIR.glob(f"*{RAY_DASHBOARD_SUFFIX}"):
         if stale.name not in generated:
@@ -46,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

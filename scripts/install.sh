@@ -5,6 +5,11 @@
 # iproute2 (network namespaces for the firewall tests), openssh-server (a real sshd,
 # in a namespace, for the SSH client tests).
 set -euo pipefail
+case "${1:-}" in
+  -h|--help) echo "usage: bash scripts/install.sh   (no options)"; sed -n '2,5s/^# //p' "$0"; exit 0 ;;
+  "") ;;
+  *) echo "install.sh takes no options (see --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 from components.model.stack import stack_file_keys
 from scripts.ops import engine_rules as er
-from scripts.ops.program_mocks import run_program
+from scripts.ops.program_mocks import TEST_SECRETS, fake_private_key, run_program
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -27,8 +27,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     raw = stack_file_keys(args.stack)
     raw["at"] = args.at
+    # Stand-in secrets; the SSH private key is the pair of this tree's ssh.publicKey (the program checks it).
+    secrets = {**TEST_SECRETS, "sshPrivateKey": fake_private_key(raw["ssh"]["publicKey"])}
     with tempfile.TemporaryDirectory() as home:  # the program's HOME: nothing lands in a real one
-        run = run_program(raw, Path(home), stack=args.stack)
+        run = run_program(raw, Path(home), secrets=secrets, stack=args.stack)
     json.dump([dataclasses.asdict(r) for r in er.from_registrations(run.registrations)], sys.stdout)
     return 0
 

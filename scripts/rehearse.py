@@ -61,11 +61,13 @@ from components.render.monitoring_config import Endpoint
 from components.model.ports import MonitoringPorts, RayPorts
 from components.render.ray_start import RayNodeSettings
 from components.model.schedule import DailyWindow, Occurrence
+from components.model.errors import CONFIG_ERROR_EXIT
 from components.model.stack import PROJECT_DIR, read_stack_file
+from scripts.cli import config_error_exit
 from scripts.ops import ray_state
 from scripts.ops.local_cluster import LOOPBACK, Heartbeat, LocalCluster, driver, kill_node_processes, localize
 
-OK, FAILED, UNUSABLE, INTERRUPTED = 0, 1, 2, 130
+OK, FAILED, UNUSABLE, INTERRUPTED = 0, 1, CONFIG_ERROR_EXIT, 130
 
 PORT_OFFSET = 6000  # the shipped Ray ports moved by this; node i's by i * NODE_PORT_STEP more
 NODE_PORT_STEP = 10
@@ -763,7 +765,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     try:
         cfg = read_stack_file(args.stack, args.project_dir)
-    except (ConfigError, OSError) as error:
+    except ConfigError as error:
+        return config_error_exit(error)
+    except OSError as error:
         print(f"cannot read stack {args.stack!r} from {args.project_dir}: {error}", file=sys.stderr)
         return UNUSABLE
     # Set explicitly: a shell starts background processes with SIGINT ignored.

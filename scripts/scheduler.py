@@ -12,13 +12,16 @@ round, so every tier's edges are met within minutes and a failed edge is retried
     python -m scripts.scheduler status     [--stack prod] [--work-dir .]
     python -m scripts.scheduler drain NODE [--stack prod] [--work-dir .]
 
-The report goes to stdout as one JSON line (secret outputs masked); progress goes
-to stderr as JSON lines {"ts", "level", "event", ...}.
+The report goes to stdout (secret outputs masked): a table for `plan` and
+`status`, one JSON line with --json and always for `apply` and `drain` (their
+timers append it to a .jsonl); progress goes to stderr as JSON lines
+{"ts", "level", "event", ...}.
 
 Exit codes:
     0  done (also when there was nothing to change)
     1  failed: a Pulumi operation or the drain failed, or the stack cannot be opened
-    2  usage or config error: bad arguments, invalid stack config, unknown node, the head
+    2  usage or config error (as in every tool here): bad arguments, invalid stack config
+       (every problem printed), unknown stack or node, the head
     3  overlap: another scheduler run holds this working copy's lock; nothing was done
     4  the Pulumi stack stayed locked by another update through every retry
     5  not joined: a live tier's nodes are not (all) in Ray (after apply's wait; status)
@@ -39,26 +42,20 @@ ssh-agent for the run only (scripts/ops/ssh_agent.py): nothing is written to dis
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from pulumi import automation as auto
+from scripts.cli import instant
+from scripts.ops import report_text
 
-from components.model.config import ConfigError
-from components.model.stack import read_stack_file
-from scripts.ops.scheduling import (
-    CHECKOUT, FAILED, JOIN_TIMEOUT_S, OK, USAGE, Failure, Tools, apply, drain_node, exclusive_lock, plan, status,
-)
+if TYPE_CHECKING:
+    from scripts.ops.scheduling import Tools
 
-
-def instant(text: str) -> dt.datetime:
-    value = dt.datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} must carry a UTC offset, like 2026-11-22T18:00:00+01:00")
-    return value
+# The scheduling core (Pulumi's Automation API, the config model) loads in a second or two: it is
+# imported once the arguments are parsed, so --help answers at once.
+TEXT_REPORTS = {"plan": report_text.plan_text, "status": report_text.status_text}  # for a person; --json for programs
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--stack", default="prod")
     common.add_argument("--work-dir", type=Path, default=Path("."), help="the Pulumi project (a checkout of this repository)")
     common.add_argument("--lock-file", type=Path, help="default: <work-dir>/.scheduler-<stack>.lock")
+    common.add_argument("--json", action="store_true", help="the report as one JSON line (plan and status print a table without it)")
     timed = argparse.ArgumentParser(add_help=False)
     timed.add_argument("--at", type=instant, help="the instant to converge for (ISO 8601 with offset); default now")
 
@@ -76,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
     apply_cmd.add_argument("--dry-run", action="store_true")
     apply_cmd.add_argument("--if-due", action="store_true", help="do nothing unless the schedule wants a change (the periodic timer)")
     apply_cmd.add_argument("--branch", default="main", help="the branch the working copy must match on origin (default main)")
-    apply_cmd.add_argument("--join-timeout", type=float, default=JOIN_TIMEOUT_S, help="seconds to wait for new nodes to join Ray")
+    apply_cmd.add_argument("--join-timeout", type=float, help="seconds to wait for new nodes to join Ray (default: scheduling.JOIN_TIMEOUT_S)")
     commands.add_parser("status", parents=[common], help="deployed nodes and whether they are in Ray")
     drain_cmd = commands.add_parser("drain", parents=[common], help="drain one worker now, until the next up (for longer: maintenance: true in config)")
     drain_cmd.add_argument("node")
@@ -84,11 +82,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, tools: Tools) -> tuple[int, dict]:
+    from pulumi import automation as auto
+
+    from components.model.errors import ConfigError
+    from components.model.stack import read_stack_file
+    from scripts.ops.scheduling import (
+        CHECKOUT, FAILED, JOIN_TIMEOUT_S, OK, USAGE, Failure, apply, drain_node, exclusive_lock, plan, status,
+    )
+
     work_dir = args.work_dir.resolve()
     try:
         cfg = read_stack_file(args.stack, project_dir=work_dir)
-    except (ConfigError, FileNotFoundError) as error:
-        raise Failure(USAGE, "config_error", stack=args.stack, error=str(error))
+    except ConfigError as error:
+        print(error, file=sys.stderr)  # for a person; the JSON line for the journal
+        raise Failure(USAGE, "config_error", stack=args.stack, problems=[p.line() for p in error.problems])
 
     def stack():
         try:
@@ -106,7 +113,7 @@ def run(args: argparse.Namespace, tools: Tools) -> tuple[int, dict]:
             problem = None if args.dry_run else tools.checkout(work_dir, args.branch)
             if problem:
                 raise Failure(CHECKOUT, "checkout_refused", work_dir=str(work_dir), problem=problem)
-            return apply(stack(), cfg, at, args.dry_run, tools, args.join_timeout, args.if_due)
+            return apply(stack(), cfg, at, args.dry_run, tools, args.join_timeout or JOIN_TIMEOUT_S, args.if_due)
         try:
             opened = stack()
         except Failure as failure:  # no Pulumi CLI or backend here: the schedule still answers
@@ -116,14 +123,20 @@ def run(args: argparse.Namespace, tools: Tools) -> tuple[int, dict]:
 
 
 def main(argv: Optional[list[str]] = None, tools: Optional[Tools] = None, out=None) -> int:
-    tools = tools or Tools()
     args = parser().parse_args(argv)  # exits 2 on bad usage
+    from scripts.ops.scheduling import Failure, Tools
+
+    tools = tools or Tools()
     try:
         code, report = run(args, tools)
     except Failure as failure:
         tools.log("error", failure.event, **failure.fields)
         return failure.code
-    (out or sys.stdout).write(json.dumps(report, default=str) + "\n")  # one line: cron appends to a .jsonl
+    if args.json or args.command not in TEXT_REPORTS:
+        text = json.dumps(report, default=str)  # one line: cron appends apply's report to a .jsonl
+    else:
+        text = TEXT_REPORTS[args.command](report)
+    (out or sys.stdout).write(text + "\n")
     tools.log("info", "done", command=args.command, exit_code=code)
     return code
 

@@ -134,3 +134,11 @@ def test_cloud_init_blanks_the_user_data_after_reading_it(prod_config, tmp_path)
     assert "info-set guestinfo.userdata.encoding  " in blanked  # cloud-init writes a space: guestinfo cannot be empty
     # Exactly the keys that carry the user-data; the metadata (no secret) stays readable.
     assert {line.split()[1] for line in blanked} == {k for k in extra_config if "userdata" in k}
+
+def test_libyaml_writes_the_very_text_pyyaml_would(prod_config):
+    # The faster dumper must not change a byte: a changed user-data reboots every VM (extra_config).
+    for placed in prod_config.placed_nodes:
+        assert cloud_init.user_data(prod_config, placed, HOST_PRIVATE, HOST_PUBLIC) == "#cloud-config\n" + yaml.safe_dump(
+            yaml.safe_load(cloud_init.user_data(prod_config, placed, HOST_PRIVATE, HOST_PUBLIC)), sort_keys=False
+        )
+        assert cloud_init.metadata(prod_config, placed) == yaml.safe_dump(yaml.safe_load(cloud_init.metadata(prod_config, placed)), sort_keys=False)

@@ -1,10 +1,11 @@
 """Every validation rule: a bad stack gets an error naming the key and the rule."""
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from components.model import config
+from components.model import config, fields, stack
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,25 +36,25 @@ def _heavy_nodes(raw):
 
 BAD_STACKS = [
     ("duplicate node name", lambda r: _heavy_nodes(r)[0].update(name="ray-ao-2"),
-     "tiers.heavy-compute.nodes[0].name", "duplicate node name 'ray-ao-2'"),
+     "tiers.heavy-compute.nodes[ray-ao-2].name", "duplicate node name 'ray-ao-2' (also in tiers.always-on)"),
     ("duplicate ip", lambda r: _heavy_nodes(r)[1].update(ip="10.20.0.12"),
-     "tiers.heavy-compute.nodes[1].ip", "duplicate IP 10.20.0.12"),
+     "tiers.heavy-compute.nodes[ray-hc-2].ip", "duplicate IP 10.20.0.12"),
     ("ip outside cidr", lambda r: _heavy_nodes(r)[2].update(ip="10.99.0.5"),
-     "tiers.heavy-compute.nodes[2].ip", "outside network.cidr 10.20.0.0/24"),
+     "tiers.heavy-compute.nodes[ray-hc-3].ip", "outside network.cidr 10.20.0.0/24"),
     ("ip is gateway", lambda r: _heavy_nodes(r)[2].update(ip="10.20.0.1"),
-     "tiers.heavy-compute.nodes[2].ip", "is the gateway"),
+     "tiers.heavy-compute.nodes[ray-hc-3].ip", "is the gateway"),
     ("ip is broadcast", lambda r: _heavy_nodes(r)[2].update(ip="10.20.0.255"),
-     "tiers.heavy-compute.nodes[2].ip", "network or broadcast address"),
+     "tiers.heavy-compute.nodes[ray-hc-3].ip", "network or broadcast address"),
     ("malformed ip", lambda r: _heavy_nodes(r)[2].update(ip="10.20.0.300"),
-     "tiers.heavy-compute.nodes[2].ip", "IPv4"),
+     "tiers.heavy-compute.nodes[ray-hc-3].ip", "IPv4"),
     ("no head", lambda r: r["tiers"]["always-on"]["nodes"][0].pop("head"),
      "tiers", "exactly one node must have head: true, found 0"),
     ("two heads", lambda r: r["tiers"]["always-on"]["nodes"][1].update(head=True),
      "tiers", "found 2"),
     ("head outside always-on", lambda r: (r["tiers"]["always-on"]["nodes"][0].pop("head"), _heavy_nodes(r)[0].update(head=True)),
-     "tiers.heavy-compute.nodes[0].head", "the head must be in an always-on tier"),
+     "tiers.heavy-compute.nodes[ray-hc-1].head", "the head must be in an always-on tier"),
     ("head tier overridden off", lambda r: r["tiers"]["always-on"].update(override="off"),
-     "tiers.always-on.nodes[0].head", "the head must be in an always-on tier"),
+     "tiers.always-on.nodes[ray-ao-1].head", "the head must be in an always-on tier"),
     ("zero vcpu", lambda r: r["tiers"]["heavy-compute"].update(vcpu=0),
      "tiers.heavy-compute.vcpu", "greater than 0"),
     ("negative memory", lambda r: r["tiers"]["heavy-compute"].update(memoryGb=-1),
@@ -73,9 +74,9 @@ BAD_STACKS = [
     ("window edge in a daylight-saving gap", lambda r: r["tiers"]["heavy-compute"]["schedule"].update(end="02:30"),
      "tiers.heavy-compute.schedule.end", "does not exist on 2026-03-29 in Europe/Berlin"),
     ("unknown schedule word", lambda r: r["tiers"]["heavy-compute"].update(schedule="nightly"),
-     "tiers.heavy-compute.schedule", "'always'"),
+     "tiers.heavy-compute.schedule", "'nightly' is not a schedule: write always"),
     ("bad override", lambda r: r["tiers"]["heavy-compute"].update(override="maybe"),
-     "tiers.heavy-compute.override", "'on' or 'off'"),
+     "tiers.heavy-compute.override", "'maybe' is not an override: write \"on\" or \"off\" (quoted)"),
     ("latest image", lambda r: r["ray"].update(image="rayproject/ray:latest"),
      "ray.image", "pinned to an exact version"),
     ("untagged image", lambda r: r["ray"].update(image="rayproject/ray"),
@@ -83,7 +84,7 @@ BAD_STACKS = [
     ("image not matching client", lambda r: r["ray"].update(image="rayproject/ray:2.9.3-py310"),
      "ray.image", "must equal the pinned Ray client"),
     ("bad digest", lambda r: r["ray"].update(imageDigest="sha256:abc"),
-     "ray.imageDigest", "should match pattern"),
+     "ray.imageDigest", "is not an image digest"),
     ("unpinned monitoring image", lambda r: r["monitoring"].update(images={"grafana": "grafana/grafana:latest"}),
      "monitoring.images.grafana", "pinned to an exact version"),
     ("admin cidr everyone", lambda r: r["network"].update(adminCidrs=["0.0.0.0/0"]),
@@ -93,7 +94,7 @@ BAD_STACKS = [
     ("gateway is the network address", lambda r: r["network"].update(gateway="10.20.0.0"),
      "network.gateway", "network or broadcast address"),
     ("ip is a dns server", lambda r: _heavy_nodes(r)[2].update(ip="10.20.0.2"),
-     "tiers.heavy-compute.nodes[2].ip", "is a DNS server"),
+     "tiers.heavy-compute.nodes[ray-hc-3].ip", "is a DNS server"),
     ("unquoted window time", lambda r: r["tiers"]["heavy-compute"]["schedule"].update(start=1080),
      "tiers.heavy-compute.schedule.start", 'quote it in the stack file, like "18:00"'),
     ("gateway outside cidr", lambda r: r["network"].update(gateway="192.168.1.1"),
@@ -103,9 +104,9 @@ BAD_STACKS = [
     ("root ssh user", lambda r: r["ssh"].update(user="root"),
      "ssh.user", "must not be root"),
     ("bad public key", lambda r: r["ssh"].update(publicKey="not a key"),
-     "ssh.publicKey", "should match pattern"),
+     "ssh.publicKey", "is not an OpenSSH public key"),
     ("bad node name", lambda r: _heavy_nodes(r)[0].update(name="Heavy_1"),
-     "tiers.heavy-compute.nodes[0].name", "should match pattern"),
+     "tiers.heavy-compute.nodes[Heavy_1].name", "is not a host name"),
     ("bad tier name", lambda r: r["tiers"].update({"Heavy": r["tiers"].pop("heavy-compute")}),
      "tiers.Heavy", "lowercase letters"),
     ("monitoring host unknown", lambda r: r["monitoring"].update(host="nope"),
@@ -113,11 +114,11 @@ BAD_STACKS = [
     ("monitoring host on heavy tier", lambda r: r["monitoring"].update(host="ray-hc-1"),
      "monitoring.host", "must be in an always-on tier"),
     ("at without offset", lambda r: r.update(at="2026-11-22T22:00:00"),
-     "at", "must carry a UTC offset"),
+     "at", "has no UTC offset"),
     ("at malformed", lambda r: r.update(at="tonight"),
      "at", "not an ISO 8601 instant"),
     ("typo key", lambda r: r["tiers"]["heavy-compute"].update(memoryGB=350),
-     "tiers.heavy-compute.memoryGB", "unknown key"),
+     "tiers.heavy-compute.memoryGB", "unknown key: did you mean memoryGb?"),
     ("no placement", lambda r: r["vsphere"].pop("computeCluster"),
      "vsphere", "set computeCluster or resourcePool"),
     ("drain grace zero", lambda r: r["ray"].update(drainGraceMinutes=0),
@@ -138,13 +139,46 @@ def test_error_message_is_prefixed_with_the_namespace(raw):
         config.load(raw)
 
 
-def test_yaml_boolean_override_is_read_as_on_off(raw):
-    raw["tiers"]["heavy-compute"]["override"] = False  # what a YAML 1.1 reader makes of `off`
-    assert config.load(raw).tiers["heavy-compute"].override == "off"
+def test_a_yaml_boolean_where_a_word_is_expected_is_refused_with_the_quoting_hint(raw):
+    raw["tiers"]["heavy-compute"]["override"] = False  # what a YAML reader makes of an unquoted false
+    assert problems(raw) == [f"tiers.heavy-compute.override: false is {fields.YAML_BOOLEAN_HINT}"]
 
 
 def test_several_problems_are_reported_together(raw):
     _heavy_nodes(raw)[0]["ip"] = "10.99.0.5"
     raw["network"]["adminCidrs"] = ["0.0.0.0/0"]
     keys = [p.split(":")[0] for p in problems(raw)]
-    assert "tiers.heavy-compute.nodes[0].ip" in keys and "network.adminCidrs[0]" in keys
+    assert "tiers.heavy-compute.nodes[ray-hc-1].ip" in keys and "network.adminCidrs[0]" in keys
+
+
+def test_rules_across_keys_run_even_when_the_schema_failed(raw):
+    _heavy_nodes(raw)[2]["ip"] = "10.20.0.22"  # a duplicate: a rule across nodes
+    raw["tiers"]["heavy-compute"]["vcpu"] = 0  # a schema problem in the same tier
+    raw["ray"]["drainGraceMinutes"] = "ten"  # and one in another section
+    assert problems(raw) == [
+        "ray.drainGraceMinutes: must be a whole number (got 'ten')",
+        "tiers.heavy-compute.vcpu: must be greater than 0",
+        "tiers.heavy-compute.nodes[ray-hc-3].ip: duplicate IP 10.20.0.22 (also tiers.heavy-compute.nodes[ray-hc-2])",
+    ]
+
+
+def test_a_node_that_failed_its_schema_does_not_fake_a_missing_head(raw):
+    raw["tiers"]["always-on"]["nodes"][0]["ip"] = "10.20.0.300"  # the head's own entry is invalid
+    assert problems(raw) == ["tiers.always-on.nodes[ray-ao-1].ip: '10.20.0.300' is not an IPv4 address like 10.20.0.11"]
+
+
+def test_the_vsphere_provider_keys_are_the_providers():
+    import pulumi_vsphere.config.vars as provider_vars
+
+    settings = [name for name, value in vars(provider_vars._ExportableConfig).items() if isinstance(value, property)]
+    camel = sorted(re.sub(r"_(\w)", lambda m: m.group(1).upper(), name) for name in settings)
+    assert sorted(stack.VSPHERE_PROVIDER_KEYS) == camel
+
+
+def test_a_copy_with_other_tiers_does_not_keep_the_cached_nodes(prod_config):
+    assert prod_config.placed_nodes and prod_config.head  # cached on the original
+    overridden = prod_config.model_copy(update={"tiers": {
+        name: tier.model_copy(update={"override": "on"}) for name, tier in prod_config.tiers.items()
+    }})
+    assert {p.tier.override for p in overridden.placed_nodes} == {"on"}
+    assert overridden.head.tier.override == overridden.monitoring_host.tier.override == "on"

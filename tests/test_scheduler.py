@@ -180,7 +180,7 @@ class Harness:
             log=scheduling.JsonLog(self.log_stream),
             checkout=lambda work_dir, branch: self.checkout_problem,
         )
-        code = scheduler.main([*argv, "--work-dir", str(ROOT), "--lock-file", str(self.lock_file)], tools, out)
+        code = scheduler.main([*argv, "--json", "--work-dir", str(ROOT), "--lock-file", str(self.lock_file)], tools, out)
         return code, (json.loads(out.getvalue()) if out.getvalue() else {})
 
     def events(self) -> list[dict]:
@@ -356,7 +356,7 @@ class TestPlanAndStatus:
     def test_plan_without_pulumi_still_answers_from_the_schedule(self, tmp_path):
         # The real command line: no Pulumi CLI on this machine, so no stack.
         result = subprocess.run(
-            [sys.executable, "-m", "scripts.scheduler", "plan", "--at", NOON, "--lock-file", str(tmp_path / "lock")],
+            [sys.executable, "-m", "scripts.scheduler", "plan", "--json", "--at", NOON, "--lock-file", str(tmp_path / "lock")],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )
         assert result.returncode == scheduling.OK, result.stderr
@@ -429,15 +429,39 @@ class TestCommandLine:
         out = io.StringIO()
         tools = scheduling.Tools(open_stack=lambda name, work_dir: noon_stack, probe=FakeRay(noon_stack), run=lambda argv: 0,
                                 sleep=lambda s: None, clock=lambda: 0.0, log=scheduling.JsonLog(io.StringIO()))
-        scheduler.main(["plan", "--at", EVENING, "--work-dir", str(ROOT), "--lock-file", str(tmp_path / "lock")], tools, out)
+        scheduler.main(["plan", "--json", "--at", EVENING, "--work-dir", str(ROOT), "--lock-file", str(tmp_path / "lock")], tools, out)
         assert len(out.getvalue().splitlines()) == 1 and json.loads(out.getvalue())["desired"]
+
+    def test_plan_prints_a_table_for_a_person(self, noon_stack, tmp_path):
+        out = io.StringIO()
+        tools = scheduling.Tools(open_stack=lambda name, work_dir: noon_stack, probe=FakeRay(noon_stack), run=lambda argv: 0,
+                                 sleep=lambda s: None, clock=lambda: 0.0, log=scheduling.JsonLog(io.StringIO()))
+        code = scheduler.main(["plan", "--at", EVENING, "--work-dir", str(ROOT), "--lock-file", str(tmp_path / "lock")], tools, out)
+        assert code == scheduling.OK
+        lines = out.getvalue().splitlines()
+        assert lines[0] == f"plan for {EVENING}"
+        assert lines[2].split() == ["tier", "wanted", "deployed", "override", "next", "change"]
+        assert lines[3].split() == ["always-on", "live", "live", "-", "-"]
+        assert lines[4].split() == ["heavy-compute", "live", "off", "-", "2026-06-11T05:45:00+02:00"]
+        assert "nodes to add: ray-hc-1, ray-hc-2, ray-hc-3; to remove: -" in lines
+        assert f"resource changes an up would make: create {3 * RESOURCES_PER_NODE}" in lines
+
+    def test_status_prints_each_node_and_whether_it_joined(self, noon_stack, tmp_path):
+        out = io.StringIO()
+        tools = scheduling.Tools(open_stack=lambda name, work_dir: noon_stack, probe=FakeRay(noon_stack), run=lambda argv: 0,
+                                 sleep=lambda s: None, clock=lambda: 0.0, log=scheduling.JsonLog(io.StringIO()))
+        scheduler.main(["status", "--work-dir", str(ROOT), "--lock-file", str(tmp_path / "lock")], tools, out)
+        rows = [line.split() for line in out.getvalue().splitlines()[2:]]
+        assert rows[0] == ["node", "tier", "ip", "in", "Ray"]
+        assert rows[1:] == [["ray-ao-1", "always-on", "10.20.0.11", "joined"], ["ray-ao-2", "always-on", "10.20.0.12", "joined"],
+                            ["ray-ao-3", "always-on", "10.20.0.13", "joined"]]
 
 
     def test_at_without_an_offset_is_a_usage_error(self, noon_stack, tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             Harness(noon_stack, tmp_path)("apply", "--at", "2026-06-10T18:00:00")
         assert exit_.value.code == scheduling.USAGE
-        assert "must carry a UTC offset" in capsys.readouterr().err
+        assert "has no UTC offset" in capsys.readouterr().err
 
     def test_an_unknown_stack_is_a_config_error(self, noon_stack, tmp_path):
         run = Harness(noon_stack, tmp_path)

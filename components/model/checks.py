@@ -1,24 +1,77 @@
-"""The rules that span several keys of a stack config, run once the schema holds."""
+"""The rules that span several keys of a stack config.
+
+They run on whatever validated: on the whole model, or, when the schema found
+problems, on each section and node that is valid on its own, so one fix does
+not uncover the next error. Nodes are named by name.
+"""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 from zoneinfo import ZoneInfo
 
 from components.model.errors import Problem
 from components.model.versions import pinned_ray_client
 
 if TYPE_CHECKING:
-    from components.model.config import ClusterConfig
+    from components.model.config import Monitoring, Network, Node, Ray, Tier, Vsphere, WindowSchedule
 
 # The firewall opens Ray's internal ports to the whole cluster network: it must be a real subnet.
 MIN_CLUSTER_PREFIX = 8
 
 
-def cross_checks(cfg: ClusterConfig) -> list[Problem]:
-    problems: list[Problem] = []
-    net = cfg.network
+class TierView(NamedTuple):
+    """What the rules need of a tier; None where that part of the tier did not validate."""
+
+    always_on: Optional[bool]
+    override: Optional[str]
+    window: Optional[WindowSchedule]
+    nodes: list[Node]
+
+    @classmethod
+    def of(cls, tier: Tier) -> TierView:
+        window = None if isinstance(tier.schedule, str) else tier.schedule
+        return cls(tier.always_on, tier.override, window, tier.nodes)
+
+    @property
+    def can_hold_the_head(self) -> Optional[bool]:
+        return None if self.always_on is None else self.always_on and self.override != "off"
+
+
+def cross_checks(
+    *,
+    tiers: dict[str, TierView],
+    all_nodes_known: bool,
+    vsphere: Optional[Vsphere] = None,
+    network: Optional[Network] = None,
+    ray: Optional[Ray] = None,
+    monitoring: Optional[Monitoring] = None,
+    **_: Any,
+) -> list[Problem]:
+    """Every cross-key problem among the parts given (a part that did not validate is None)."""
+    problems = _network_rules(network) if network else []
+    for name, tier in tiers.items():
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
+            problems.append(Problem(f"tiers.{name}", "a tier name must be lowercase letters, digits and dashes, starting with a letter"))
+        if tier.window is not None:
+            problems += _window_rules(f"tiers.{name}.schedule", tier.window)
+    problems += _node_rules(tiers, network)
+    problems += _head_rules(tiers, all_nodes_known)
+    if monitoring is not None and monitoring.host is not None:
+        problems += _monitoring_host_rules(monitoring.host, tiers, all_nodes_known)
+    if ray is not None:
+        client = pinned_ray_client()
+        if ray.version != client:
+            problems.append(Problem("ray.image", f"Ray {ray.version} in the image must equal the pinned Ray client {client} (requirements.txt)"))
+    if vsphere is not None and not vsphere.compute_cluster and not vsphere.resource_pool:
+        problems.append(Problem("vsphere", "set computeCluster or resourcePool: VMs need a place to run"))
+    return problems
+
+
+def _network_rules(net: Network) -> list[Problem]:
+    problems = []
     if net.cidr.prefixlen < MIN_CLUSTER_PREFIX:
         problems.append(Problem(
             "network.cidr",
@@ -33,41 +86,44 @@ def cross_checks(cfg: ClusterConfig) -> list[Problem]:
             problems.append(
                 Problem(f"network.adminCidrs[{i}]", f"{admin} would open SSH and dashboards to everyone; name the admin networks")
             )
+    return problems
 
-    for name in cfg.tiers:
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
-            problems.append(Problem(f"tiers.{name}", "a tier name must be lowercase letters, digits and dashes, starting with a letter"))
 
+def _window_rules(key: str, window: WindowSchedule) -> list[Problem]:
+    problems = []
+    length = (
+        dt.datetime.combine(dt.date.min + dt.timedelta(days=1), window.end)
+        - dt.datetime.combine(dt.date.min, window.start)
+    ) % dt.timedelta(days=1)
+    if length == dt.timedelta(0):
+        problems.append(Problem(f"{key}.end", "must differ from start (use schedule: always for 24/7)"))
+    elif dt.timedelta(minutes=window.drain_lead_minutes) >= length:
+        problems.append(Problem(f"{key}.drainLeadMinutes", f"must be shorter than the window ({length})"))
+    for edge in ("start", "end"):
+        skipped = _skipped_by_dst(getattr(window, edge), window.timezone)
+        if skipped:
+            problems.append(
+                Problem(f"{key}.{edge}", f"{getattr(window, edge):%H:%M} does not exist on {skipped} in {window.timezone} (daylight saving): pick another time")
+            )
+    return problems
+
+
+def _node_rules(tiers: dict[str, TierView], net: Optional[Network]) -> list[Problem]:
+    problems = []
     seen_names: dict[str, str] = {}
     seen_ips: dict[str, str] = {}
-    heads: list[str] = []
-    for tier_name, tier in cfg.tiers.items():
-        window = tier.schedule if not isinstance(tier.schedule, str) else None
-        if window is not None:
-            key = f"tiers.{tier_name}.schedule"
-            length = (
-                dt.datetime.combine(dt.date.min + dt.timedelta(days=1), window.end)
-                - dt.datetime.combine(dt.date.min, window.start)
-            ) % dt.timedelta(days=1)
-            if length == dt.timedelta(0):
-                problems.append(Problem(f"{key}.end", "must differ from start (use schedule: always for 24/7)"))
-            elif dt.timedelta(minutes=window.drain_lead_minutes) >= length:
-                problems.append(Problem(f"{key}.drainLeadMinutes", f"must be shorter than the window ({length})"))
-            for edge in ("start", "end"):
-                skipped = _skipped_by_dst(getattr(window, edge), window.timezone)
-                if skipped:
-                    problems.append(
-                        Problem(f"{key}.{edge}", f"{getattr(window, edge):%H:%M} does not exist on {skipped} in {window.timezone} (daylight saving): pick another time")
-                    )
-        for i, node in enumerate(tier.nodes):
-            key = f"tiers.{tier_name}.nodes[{i}]"
+    for tier_name, tier in tiers.items():
+        for node in tier.nodes:
+            key = f"tiers.{tier_name}.nodes[{node.name}]"
             if node.name in seen_names:
-                problems.append(Problem(f"{key}.name", f"duplicate node name {node.name!r} (also {seen_names[node.name]})"))
-            seen_names.setdefault(node.name, key)
+                problems.append(Problem(f"{key}.name", f"duplicate node name {node.name!r} (also in {seen_names[node.name]})"))
+            seen_names.setdefault(node.name, f"tiers.{tier_name}")
             ip = str(node.ip)
             if ip in seen_ips:
                 problems.append(Problem(f"{key}.ip", f"duplicate IP {ip} (also {seen_ips[ip]})"))
             seen_ips.setdefault(ip, key)
+            if net is None:
+                continue
             if node.ip not in net.cidr:
                 problems.append(Problem(f"{key}.ip", f"{ip} is outside network.cidr {net.cidr}"))
             elif node.ip in (net.cidr.network_address, net.cidr.broadcast_address):
@@ -76,32 +132,38 @@ def cross_checks(cfg: ClusterConfig) -> list[Problem]:
                 problems.append(Problem(f"{key}.ip", f"{ip} is the gateway"))
             if node.ip in net.dns_servers:
                 problems.append(Problem(f"{key}.ip", f"{ip} is a DNS server (network.dnsServers)"))
-            if node.head and node.maintenance:
-                problems.append(Problem(f"{key}.maintenance", "the head cannot be in maintenance: the cluster would go with it"))
-            if node.head:
-                heads.append(key)
-                if not tier.always_on or tier.override == "off":
-                    problems.append(
-                        Problem(f"{key}.head", f"the head must be in an always-on tier (schedule: always, no override: off); {tier_name!r} is not")
-                    )
-    if len(heads) != 1:
-        problems.append(Problem("tiers", f"exactly one node must have head: true, found {len(heads)}" + (f" ({', '.join(heads)})" if heads else "")))
-
-    if cfg.monitoring.host is not None:
-        host = cfg.placed(cfg.monitoring.host)
-        if host is None:
-            problems.append(Problem("monitoring.host", f"{cfg.monitoring.host!r} is not a node of any tier"))
-        elif not host.tier.always_on or host.tier.override == "off":
-            problems.append(Problem("monitoring.host", f"{cfg.monitoring.host!r} must be in an always-on tier, or monitoring vanishes with its tier"))
-
-    client = pinned_ray_client()
-    if cfg.ray.version != client:
-        problems.append(Problem("ray.image", f"Ray {cfg.ray.version} in the image must equal the pinned Ray client {client} (requirements.txt)"))
-    if not cfg.vsphere.compute_cluster and not cfg.vsphere.resource_pool:
-        problems.append(Problem("vsphere", "set computeCluster or resourcePool: VMs need a place to run"))
     return problems
 
 
+def _head_rules(tiers: dict[str, TierView], all_nodes_known: bool) -> list[Problem]:
+    problems, heads = [], []
+    for tier_name, tier in tiers.items():
+        for node in tier.nodes:
+            if not node.head:
+                continue
+            key = f"tiers.{tier_name}.nodes[{node.name}]"
+            heads.append(key)
+            if node.maintenance:
+                problems.append(Problem(f"{key}.maintenance", "the head cannot be in maintenance: the cluster would go with it"))
+            if tier.can_hold_the_head is False:
+                problems.append(
+                    Problem(f"{key}.head", f"the head must be in an always-on tier (schedule: always, no override: off); {tier_name!r} is not")
+                )
+    if all_nodes_known and len(heads) != 1:
+        problems.append(Problem("tiers", f"exactly one node must have head: true, found {len(heads)}" + (f" ({', '.join(heads)})" if heads else "")))
+    return problems
+
+
+def _monitoring_host_rules(host: str, tiers: dict[str, TierView], all_nodes_known: bool) -> list[Problem]:
+    tier = next((t for t in tiers.values() if any(n.name == host for n in t.nodes)), None)
+    if tier is None:
+        return [Problem("monitoring.host", f"{host!r} is not a node of any tier")] if all_nodes_known else []
+    if tier.can_hold_the_head is False:
+        return [Problem("monitoring.host", f"{host!r} must be in an always-on tier, or monitoring vanishes with its tier")]
+    return []
+
+
+@functools.lru_cache(maxsize=None)
 def _skipped_by_dst(wall: dt.time, zone_name: str) -> Optional[dt.date]:
     """A day on which `wall` does not exist in the zone (a spring-forward gap), if any."""
     zone = ZoneInfo(zone_name)

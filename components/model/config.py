@@ -2,41 +2,34 @@
 
 `load(raw)` takes the `ray-cluster:*` keys of a stack (as Pulumi or a YAML file
 gives them) and returns a `ClusterConfig`, or raises `ConfigError` listing every
-problem as `ray-cluster:<key>: <rule>`. Nothing else in the program reads raw
-config. Secrets (SSH private key, Ray token, Grafana password, vSphere password)
-are not part of this model: they stay Pulumi secrets and are read in
-`__main__.py`.
+problem as `ray-cluster:<key>: <rule>`, nodes named by name. Nothing else in the
+program reads raw config. Secrets (SSH private key, Ray token, Grafana password,
+registry password, vSphere password) are not part of this model: they stay
+Pulumi secrets (components/resources/stack_config.py).
 """
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import re
 from typing import Annotated, Any, Literal, NamedTuple, Optional, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, field_validator
 
-from components.model.checks import cross_checks
-from components.model.errors import NAMESPACE, ConfigError, Problem  # noqa: F401  (NAMESPACE: re-exported)
-from components.model.schedule import DailyWindow
+from components.model import fields as f
+from components.model.fields import ConfigModel
+from components.model.checks import TierView, cross_checks
+from components.model.errors import NAMESPACE, ConfigError, Problem  # noqa: F401  (re-exported)
+from components.model.extras import ExtraPort, RayEnv, RayStartArgs
+from components.model.schedule import DailyWindow, parse_instant
+from components.model.schema_errors import schema_problems
 from components.model.versions import pinned_version, require_pinned
 
 
-_HOSTNAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-_DIGEST = r"^sha256:[0-9a-f]{64}$"
-_SSH_PUBLIC_KEY = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$"
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
-
-
-class Vsphere(_Model):
+class Vsphere(ConfigModel):
     datacenter: str = Field(min_length=1)
     compute_cluster: Optional[str] = None
     resource_pool: Optional[str] = None
@@ -46,35 +39,28 @@ class Vsphere(_Model):
     folder: Optional[str] = None
 
 
-class Network(_Model):
-    cidr: ipaddress.IPv4Network
+class Network(ConfigModel):
+    cidr: f.Cidr
     gateway: ipaddress.IPv4Address
     dns_servers: list[ipaddress.IPv4Address] = Field(min_length=1)
-    admin_cidrs: list[ipaddress.IPv4Network] = Field(min_length=1)
+    admin_cidrs: list[f.Cidr] = Field(min_length=1)
     search_domains: list[str] = []
 
 
-class Ssh(_Model):
-    user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    public_key: str = Field(pattern=_SSH_PUBLIC_KEY)
+class Ssh(ConfigModel):
+    user: f.SshUser
+    public_key: f.SshPublicKey
     # Also let in while a key is rotated (README "Day 2"): the old and the new key both work.
-    additional_public_keys: list[Annotated[str, Field(pattern=_SSH_PUBLIC_KEY)]] = []
+    additional_public_keys: list[f.SshPublicKey] = []
 
     @property
     def authorized_keys(self) -> list[str]:
         return [self.public_key, *self.additional_public_keys]
 
-    @field_validator("user")
-    @classmethod
-    def _not_root(cls, user: str) -> str:
-        if user == "root":
-            raise ValueError("must not be root: cloud-init creates a sudo user for the program")
-        return user
 
-
-class Ray(_Model):
+class Ray(ConfigModel):
     image: str
-    image_digest: Optional[str] = Field(default=None, pattern=_DIGEST)
+    image_digest: Optional[f.Digest] = None
     drain_grace_minutes: int = Field(default=10, gt=0)
     object_store_fraction: float = Field(default=0.3, gt=0, le=0.8)
 
@@ -89,7 +75,7 @@ class Ray(_Model):
         return dt.timedelta(minutes=self.drain_grace_minutes)
 
 
-class WindowSchedule(_Model):
+class WindowSchedule(ConfigModel):
     start: dt.time
     end: dt.time
     timezone: str
@@ -123,8 +109,33 @@ class WindowSchedule(_Model):
         )
 
 
-class Node(_Model):
-    name: str = Field(pattern=_HOSTNAME)
+def _schedule_word(value: Any) -> Any:
+    f.refuse_booleans(value)
+    if not isinstance(value, dict) and value != "always":
+        raise ValueError(
+            f"{value!r} is not a schedule: write always, or a daily window like "
+            '{start: "18:00", end: "06:00", timezone: Europe/Berlin}'
+        )
+    return value
+
+
+def _override_word(value: Any) -> Any:
+    f.refuse_booleans(value)
+    if value not in ("on", "off", None):
+        raise ValueError(f'{value!r} is not an override: write "on" or "off" (quoted), or leave override out')
+    return value
+
+
+Schedule = Annotated[
+    Union[Annotated[Literal["always"], Tag("always")], Annotated[WindowSchedule, Tag("window")]],
+    Discriminator(lambda v: "window" if isinstance(v, (dict, WindowSchedule)) else "always"),
+    BeforeValidator(_schedule_word),
+]
+Override = Annotated[Optional[Literal["on", "off"]], BeforeValidator(_override_word)]
+
+
+class Node(ConfigModel):
+    name: f.Hostname
     ip: ipaddress.IPv4Address
     head: bool = False
     # Drained and kept out of Ray (its Ray container removed; VM, firewall and exporters
@@ -132,19 +143,16 @@ class Node(_Model):
     maintenance: bool = False
 
 
-class Tier(_Model):
-    vcpu: int = Field(gt=0)
-    memory_gb: int = Field(gt=0)
-    disk_gb: int = Field(gt=0)
-    schedule: Union[Literal["always"], WindowSchedule]
-    override: Optional[Literal["on", "off"]] = None
+class Tier(ConfigModel):
+    vcpu: f.Vcpu
+    memory_gb: f.MemoryGb
+    disk_gb: f.DiskGb
+    schedule: Schedule
+    override: Override = None
     nodes: list[Node] = Field(min_length=1)
-
-    @field_validator("override", mode="before")
-    @classmethod
-    def _yaml_booleans(cls, value: Any) -> Any:
-        # YAML 1.1 readers turn a bare on/off into booleans.
-        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+    extra_ports: list[ExtraPort] = []
+    ray_start_args: RayStartArgs = []
+    ray_env: RayEnv = {}
 
     @property
     def always_on(self) -> bool:
@@ -161,7 +169,7 @@ class Tier(_Model):
         return self.window is None or self.window.wants_live(at)
 
 
-class Images(_Model):
+class Images(ConfigModel):
     prometheus: str = "prom/prometheus:v2.53.4"
     grafana: str = "grafana/grafana:12.0.2"
     node_exporter: str = "prom/node-exporter:v1.9.1"
@@ -170,10 +178,33 @@ class Images(_Model):
     _pinned = field_validator("*")(classmethod(lambda cls, v: require_pinned(v)))
 
 
-class Monitoring(_Model):
-    host: Optional[str] = None
+class Monitoring(ConfigModel):
+    host: Optional[f.Hostname] = None
     retention_days: int = Field(default=15, gt=0)
     images: Images = Images()
+
+
+class Registry(ConfigModel):
+    """Where the VMs pull every image from, instead of the public registries."""
+
+    mirror: f.RegistryPath
+    username: Optional[str] = Field(default=None, min_length=1)
+
+    def reference(self, image: str) -> str:
+        """`image` as pulled through the mirror: <mirror>/<image as written>."""
+        return f"{self.mirror}/{image}"
+
+    @property
+    def host(self) -> str:
+        return self.mirror.split("/", 1)[0]
+
+
+class Proxy(ConfigModel):
+    """The data centre's HTTP proxy, for apt and for Docker's image pulls."""
+
+    http: f.ProxyUrl
+    https: Optional[f.ProxyUrl] = None
+    no_proxy: list[str] = []
 
 
 class PlacedNode(NamedTuple):
@@ -184,43 +215,49 @@ class PlacedNode(NamedTuple):
     node: Node
 
 
-class ClusterConfig(_Model):
+class ClusterConfig(ConfigModel):
     vsphere: Vsphere
     network: Network
     ssh: Ssh
     ray: Ray
     tiers: dict[str, Tier] = Field(min_length=1)
     monitoring: Monitoring = Monitoring()
+    registry: Optional[Registry] = None
+    proxy: Optional[Proxy] = None
     at: Optional[dt.datetime] = None
 
     @field_validator("at", mode="before")
     @classmethod
     def _iso_with_offset(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                parsed = dt.datetime.fromisoformat(value)
-            except ValueError:
-                raise ValueError(f"{value!r} is not an ISO 8601 instant like 2026-11-22T22:00:00+01:00")
-            if parsed.tzinfo is None:
-                raise ValueError(f"{value!r} must carry a UTC offset, like +01:00 or Z")
-            return parsed
-        return value
+        return parse_instant(value) if isinstance(value, str) else value
 
-    @property
+    def model_copy(self, *, update: Optional[dict[str, Any]] = None, deep: bool = False) -> ClusterConfig:
+        """A copy; what was cached from this model's nodes is not carried over."""
+        copied = super().model_copy(update=update, deep=deep)
+        for name in ("placed_nodes", "_by_name", "head", "monitoring_host"):
+            copied.__dict__.pop(name, None)
+        return copied
+
+    # Cached: the model is frozen, and the program asks these for every node.
+    @functools.cached_property
     def placed_nodes(self) -> list[PlacedNode]:
         return [PlacedNode(name, tier, node) for name, tier in self.tiers.items() for node in tier.nodes]
 
-    @property
+    @functools.cached_property
+    def _by_name(self) -> dict[str, PlacedNode]:
+        return {p.node.name: p for p in self.placed_nodes}
+
+    @functools.cached_property
     def head(self) -> PlacedNode:
         return next(p for p in self.placed_nodes if p.node.head)
 
     def placed(self, node_name: str) -> Optional[PlacedNode]:
         """The node of that name with its tier, or None."""
-        return next((p for p in self.placed_nodes if p.node.name == node_name), None)
+        return self._by_name.get(node_name)
 
-    @property
+    @functools.cached_property
     def monitoring_host(self) -> PlacedNode:
-        return self.placed(self.monitoring.host or self.head.node.name)  # type: ignore[return-value]
+        return self._by_name[self.monitoring.host or self.head.node.name]
 
     def instant(self) -> dt.datetime:
         """The pinned `at`, or now: the instant the desired state is computed for."""
@@ -237,32 +274,71 @@ class ClusterConfig(_Model):
         """The live nodes that run Ray: all but those in maintenance."""
         return [p for p in self.live_nodes(at) if not p.node.maintenance]
 
+    def image(self, image: str) -> str:
+        """The reference a VM pulls `image` by: through the registry mirror when there is one."""
+        return self.registry.reference(image) if self.registry else image
 
-def _key(loc: tuple) -> str:
-    key = ""
-    for part in loc:
-        if isinstance(part, int):
-            key += f"[{part}]"
-        elif part in ("always", "WindowSchedule") or part.startswith(("literal[", "function-")):
-            continue  # pydantic's union branch names are not config keys
-        else:
-            key += f".{part}" if key else str(part)
-    return key
+
+def _valid(model: Any, value: Any) -> Any:
+    """`value` validated as `model` (a model class or a type), or None when it is not valid."""
+    try:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model.model_validate(value)
+        return pydantic.TypeAdapter(model).validate_python(value)
+    except pydantic.ValidationError:
+        return None
+
+
+def _salvage(raw: dict[str, Any]) -> dict[str, Any]:
+    """Whatever validates on its own, when the whole does not: the cross-key rules run on it."""
+    parts: dict[str, Any] = {
+        name: _valid(field.annotation, raw.get(field.alias, field.default))
+        for name, field in ClusterConfig.model_fields.items()
+        if name != "tiers"
+    }
+    tiers: dict[str, TierView] = {}
+    complete = isinstance(raw.get("tiers"), dict)
+    for name, tier_raw in (raw.get("tiers") or {}).items() if complete else ():
+        tier = _valid(Tier, tier_raw)
+        if tier is not None:
+            tiers[name] = TierView.of(tier)
+            continue
+        tier_raw = tier_raw if isinstance(tier_raw, dict) else {}
+        node_list = tier_raw.get("nodes") if isinstance(tier_raw.get("nodes"), list) else []
+        nodes = [n for n in (_valid(Node, n) for n in node_list) if n is not None]
+        complete = complete and len(nodes) == len(node_list)
+        schedule = _valid(Schedule, tier_raw.get("schedule"))
+        override = _valid(Override, tier_raw.get("override"))
+        tiers[name] = TierView(
+            always_on=None if schedule is None else schedule == "always",
+            override=override,
+            window=schedule if isinstance(schedule, WindowSchedule) else None,
+            nodes=nodes,
+        )
+    parts["tiers"], parts["all_nodes_known"] = tiers, complete
+    return parts
+
+
+def _parts(cfg: ClusterConfig) -> dict[str, Any]:
+    parts: dict[str, Any] = {name: getattr(cfg, name) for name in ClusterConfig.model_fields}
+    parts["tiers"] = {name: TierView.of(tier) for name, tier in cfg.tiers.items()}
+    parts["all_nodes_known"] = True
+    return parts
 
 
 def load(raw: dict[str, Any]) -> ClusterConfig:
-    """Validate a stack's `ray-cluster:*` keys (namespace stripped) into the model."""
+    """Validate a stack's `ray-cluster:*` keys (namespace stripped) into the model.
+
+    Every problem in one pass: the schema's, then the rules across keys on
+    whatever part of the config is valid on its own.
+    """
     try:
         cfg = ClusterConfig.model_validate(raw)
     except pydantic.ValidationError as error:
-        problems = []
-        for e in error.errors():
-            rule = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                rule = "unknown key (a typo?)"
-            problems.append(Problem(_key(e["loc"]), rule))
+        problems = schema_problems(error, raw, ClusterConfig)
+        problems += [p for p in cross_checks(**_salvage(raw)) if p not in problems]
         raise ConfigError(problems) from None
-    problems = cross_checks(cfg)
+    problems = cross_checks(**_parts(cfg))
     if problems:
         raise ConfigError(problems)
     return cfg

@@ -17,6 +17,17 @@ from typing import Optional
 from zoneinfo import ZoneInfo
 
 
+def parse_instant(text: str) -> dt.datetime:
+    """An ISO 8601 instant with its UTC offset; the one wording of a bad instant for every tool."""
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 instant like 2026-11-22T22:00:00+01:00") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset: add one, like 2026-11-22T22:00:00+01:00 (or Z for UTC)")
+    return parsed
+
+
 @dataclass(frozen=True)
 class Occurrence:
     """One occurrence of a daily window, as aware instants."""

@@ -17,6 +17,13 @@ from components.render.ray_start import HOST_DATA_DIR, IMAGE_GID, IMAGE_UID
 
 USER_DATA_KEY = "userdata"  # guestinfo.<key>, as cloud-init's VMware datasource names it
 
+# libyaml's dumper where PyYAML has it: the same text (tests/test_cloud_init.py compares), 4x faster per node.
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _yaml(document: dict) -> str:
+    return yaml.dump(document, Dumper=_DUMPER, sort_keys=False)
+
 
 def metadata(cfg: ClusterConfig, placed: PlacedNode) -> str:
     net = cfg.network
@@ -43,7 +50,7 @@ def metadata(cfg: ClusterConfig, placed: PlacedNode) -> str:
             },
         },
     }
-    return yaml.safe_dump(document, sort_keys=False)
+    return _yaml(document)
 
 
 def user_data(cfg: ClusterConfig, placed: PlacedNode, host_private_key: str, host_public_key: str) -> str:
@@ -77,7 +84,32 @@ def user_data(cfg: ClusterConfig, placed: PlacedNode, host_private_key: str, hos
             ["install", "-d", "-m", "0755", "-o", str(IMAGE_UID), "-g", str(IMAGE_GID), HOST_DATA_DIR],
         ],
     }
-    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
+    if cfg.proxy is not None:
+        document.update(proxy_settings(cfg))
+    return "#cloud-config\n" + _yaml(document)
+
+
+DOCKER_PROXY_DROP_IN = "/etc/systemd/system/docker.service.d/http-proxy.conf"
+
+
+def proxy_settings(cfg: ClusterConfig) -> dict:
+    """apt and the Docker engine (which pulls every image) through the data centre's proxy.
+
+    The drop-in is written before the packages are installed (cloud-init's
+    write_files runs in its init stage, package installs later), so Docker's
+    first start already has it. The cluster network bypasses the proxy.
+    """
+    proxy = cfg.proxy
+    https = proxy.https or proxy.http
+    no_proxy = ",".join(["localhost", "127.0.0.1", str(cfg.network.cidr), *proxy.no_proxy])
+    service = (
+        "[Service]\n"
+        f'Environment="HTTP_PROXY={proxy.http}" "HTTPS_PROXY={https}" "NO_PROXY={no_proxy}"\n'
+    )
+    return {
+        "apt": {"http_proxy": proxy.http, "https_proxy": https},
+        "write_files": [{"path": DOCKER_PROXY_DROP_IN, "permissions": "0644", "content": service}],
+    }
 
 
 def guestinfo(metadata_text: str, user_data_text: str) -> dict[str, str]:

@@ -81,8 +81,8 @@ def http_probe(url: str) -> HealthCheck:
 
 
 def image_reference(cfg: ClusterConfig) -> str:
-    """The pinned tag, plus the digest when one is configured."""
-    return f"{cfg.ray.image}@{cfg.ray.image_digest}" if cfg.ray.image_digest else cfg.ray.image
+    """The pinned tag, plus the digest when one is configured (through the registry mirror, if any)."""
+    return cfg.image(f"{cfg.ray.image}@{cfg.ray.image_digest}" if cfg.ray.image_digest else cfg.ray.image)
 
 
 def ray_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
@@ -110,7 +110,7 @@ def node_exporter_container(cfg: ClusterConfig, placed: PlacedNode) -> Container
     textfile = placed.node.name == cfg.monitoring_host.node.name
     return ContainerSpec(
         name="node-exporter",
-        image=cfg.monitoring.images.node_exporter,
+        image=cfg.image(cfg.monitoring.images.node_exporter),
         command=(
             f"--path.rootfs={mc.NODE_EXPORTER_ROOTFS.container}",
             f"--web.listen-address=:{port}",
@@ -128,7 +128,7 @@ def node_exporter_container(cfg: ClusterConfig, placed: PlacedNode) -> Container
 def cadvisor_container(cfg: ClusterConfig) -> ContainerSpec:
     return ContainerSpec(
         name="cadvisor",
-        image=cfg.monitoring.images.cadvisor,
+        image=cfg.image(cfg.monitoring.images.cadvisor),
         command=(f"--port={MONITORING.cadvisor}", "--docker_only=true", "--housekeeping_interval=30s"),
         health=http_probe(f"http://127.0.0.1:{MONITORING.cadvisor}/healthz"),
         binds=tuple(
@@ -146,7 +146,7 @@ def cadvisor_container(cfg: ClusterConfig) -> ContainerSpec:
 def prometheus_container(cfg: ClusterConfig) -> ContainerSpec:
     return ContainerSpec(
         name="prometheus",
-        image=cfg.monitoring.images.prometheus,
+        image=cfg.image(cfg.monitoring.images.prometheus),
         command=(
             f"--config.file={mc.PROMETHEUS_CONFIG.container}/{mc.PROMETHEUS_YML}",
             f"--storage.tsdb.path={mc.PROMETHEUS_DATA}",
@@ -162,7 +162,7 @@ def prometheus_container(cfg: ClusterConfig) -> ContainerSpec:
 def grafana_container(cfg: ClusterConfig) -> ContainerSpec:
     return ContainerSpec(
         name="grafana",
-        image=cfg.monitoring.images.grafana,
+        image=cfg.image(cfg.monitoring.images.grafana),
         command=(),
         health=http_probe(f"http://127.0.0.1:{MONITORING.grafana}/api/health"),
         env=mc.grafana_env(cfg),

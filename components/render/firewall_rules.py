@@ -7,8 +7,9 @@ Every rule allows TCP to one port (or port range) from one named source: SSH
 from the admin networks, Ray's internal ports from the cluster network,
 metrics and exporters from the monitoring host only, the head's dashboard and
 client from the admin and cluster networks, and Grafana/Prometheus from the
-admin networks (and from the head, whose dashboard queries both server-side).
-Everything else is dropped; nothing is ever open to the world.
+admin networks (and from the head, whose dashboard queries both server-side),
+and a tier's `extraPorts` from the sources its config names. Everything else
+is dropped; nothing is ever open to the world.
 """
 from __future__ import annotations
 
@@ -111,7 +112,18 @@ def firewall_rules(cfg: ClusterConfig, placed: PlacedNode) -> list[UfwRule]:
         # The head's dashboard checks Grafana's health and queries Prometheus itself.
         ui_sources = admins if is_head else admins + [_host(cfg.head)]
         rules += _allow(ui_sources, grafana=MONITORING.grafana, prometheus=MONITORING.prometheus)
+    rules += _extra_port_rules(placed, admins, cluster)
     return list(dict.fromkeys(rules))  # an admin network may also be the cluster network
+
+
+def _extra_port_rules(placed: PlacedNode, admins: list[str], cluster: list[str]) -> list[UfwRule]:
+    """The tier's `extraPorts` (Ray Serve, a service of its own), each to its named sources only."""
+    rules = []
+    for extra in placed.tier.extra_ports:
+        sources = [s for source in extra.sources for s in {"admins": admins, "cluster": cluster}.get(str(source), [str(source)])]
+        last = extra.to_port if extra.to_port not in (None, extra.port) else None
+        rules += [UfwRule(extra.port, source, f"ray-cluster {placed.tier_name} extra", last, extra.protocol) for source in sources]
+    return rules
 
 
 def ufw_script(rules: list[UfwRule]) -> str:

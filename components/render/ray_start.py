@@ -50,6 +50,9 @@ class RayNodeSettings:
     temp_dir: str
     spill_dir: str
     shutdown_drain_seconds: int  # how long a SIGTERM'd node drains before stopping
+    # The tier's own additions (`rayStartArgs`, `rayEnv`), validated never to touch what is pinned.
+    extra_args: tuple[str, ...] = ()
+    extra_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def gcs_address(self) -> str:
@@ -79,6 +82,8 @@ def node_settings(cfg: ClusterConfig, placed: PlacedNode) -> RayNodeSettings:
         temp_dir=TEMP_DIR,
         spill_dir=SPILL_DIR,
         shutdown_drain_seconds=int(longest_drain(cfg, placed).total_seconds()),
+        extra_args=tuple(tier.ray_start_args),
+        extra_env=tuple(sorted(tier.ray_env.items())),
     )
 
 
@@ -125,12 +130,14 @@ def ray_start_args(s: RayNodeSettings) -> list[str]:
         f"--labels=tier={s.tier_name}",
         f"--resources={json.dumps({f'tier:{s.tier_name}': s.num_cpus})}",
         "--disable-usage-stats",
+        *s.extra_args,
     ]
 
 
 def ray_env(s: RayNodeSettings) -> dict[str, str]:
     """The container's non-secret environment (RAY_AUTH_TOKEN is added as a secret)."""
     env = {
+        **dict(s.extra_env),
         "RAY_AUTH_MODE": "token",
         # On SIGTERM, `ray start --block` drains its node for up to this long, then stops.
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": str(s.shutdown_drain_seconds),

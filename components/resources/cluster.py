@@ -52,6 +52,15 @@ class RayCluster(pulumi.ComponentResource):
             "ray-token", length=48, special=False, opts=child
         ).result
         ssh = SshAccess(cfg.ssh.user, secrets.ssh_private_key)
+        # No VM before the SSH key pair is checked (stack_config.matching_private_key): with a
+        # mismatched pair the update fails with no VM cloned, rather than with VMs nobody can reach.
+        vm_opts = pulumi.ResourceOptions(parent=self, depends_on=secrets.ssh_private_key.apply(lambda _: []))
+        # The mirror's credentials: each RemoteImage pull through it uses them.
+        registry_auth = (
+            [docker.ProviderRegistryAuthArgs(address=cfg.registry.host, username=cfg.registry.username, password=secrets.registry_password)]
+            if cfg.registry and cfg.registry.username
+            else None
+        )
 
         self.live_tiers = cfg.live_tiers(at)
         live_nodes = sorted(cfg.live_nodes(at), key=lambda p: not p.node.head)  # head first
@@ -60,7 +69,7 @@ class RayCluster(pulumi.ComponentResource):
         head: Optional[RayNode] = None
         for placed in live_nodes:
             node_name, ip = placed.node.name, str(placed.node.ip)
-            vm = RayVm(cfg, placed, placement, tier_tags[placed.tier_name].id, opts=child)
+            vm = RayVm(cfg, placed, placement, tier_tags[placed.tier_name].id, opts=vm_opts)
             host_keys[node_name] = vm.host_public_key
             connection = ssh.connection(ip, vm.host_public_key)
             authorized_keys_command(node_name, cfg, connection, vm.vm, parent=vm)
@@ -70,6 +79,7 @@ class RayCluster(pulumi.ComponentResource):
                 f"{node_name}-docker",
                 host=docker_host,
                 ssh_opts=ssh_opts,
+                registry_auth=registry_auth,
                 # The firewall step waits for cloud-init, which installs Docker.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall.command], deleted_with=vm.vm),
             )

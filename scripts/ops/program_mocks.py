@@ -20,8 +20,26 @@ from pulumi.runtime import rpc, settings
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = ROOT / "__main__.py"
 
+# The prod stack's ssh.publicKey: TEST_SECRETS' private key is its private half.
+TEST_SSH_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk1y8cG9b0ZbC0Jp8m4t6FvYk2mY3o7lq0m2Zc1vXyQ"
+
+
+def fake_private_key(public_key: str) -> str:
+    """A stand-in OpenSSH private key; the fake pulumi-tls derives `public_key` from it (any other
+    text derives a public key of its own)."""
+    return f"-----BEGIN OPENSSH PRIVATE KEY-----\n{public_key}\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+def derived_public_key(private_key: str) -> str:
+    """What the fake pulumi-tls `getPublicKey` answers for a private key."""
+    body = private_key.strip().splitlines()[1:-1]
+    if len(body) == 1 and body[0].startswith("ssh-"):
+        return body[0]
+    return f"ssh-ed25519 AAAA{hashlib.sha256(private_key.encode()).hexdigest()}"
+
+
 TEST_SECRETS = {
-    "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-ssh-client-key\n-----END OPENSSH PRIVATE KEY-----\n",
+    "sshPrivateKey": fake_private_key(TEST_SSH_PUBLIC_KEY),
     "rayToken": "test-ray-token-0123456789abcdef",
     "grafanaAdminPassword": "test-grafana-password",
 }
@@ -133,6 +151,8 @@ class ClusterMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs):
         if args.token == "vsphere:index/getVirtualMachine:getVirtualMachine":
             return dict(TEMPLATE)
+        if args.token == "tls:index/getPublicKey:getPublicKey":
+            return {"publicKeyOpenssh": derived_public_key(args.args["privateKeyOpenssh"]) + "\n", "algorithm": "ED25519"}
         if args.token == "vsphere:index/getComputeCluster:getComputeCluster":
             return {"id": "domain-c1", "resourcePoolId": "resgroup-1"}
         return {"id": f"{args.token.rsplit(':', 1)[-1]}-{args.args.get('name')}"}

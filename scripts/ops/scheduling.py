@@ -21,13 +21,15 @@ from zoneinfo import ZoneInfo
 from pulumi import automation as auto
 
 from components.model.config import NAMESPACE, ClusterConfig
+from components.model.errors import CONFIG_ERROR_EXIT
 from components.model.stack import AT_ENVIRONMENT
 from components.render import drain
 from components.render.drain_over_ssh import drain_over_ssh
 from scripts.ops import ray_state
 from scripts.ops.ssh_agent import AgentError, cluster_agent
 
-OK, FAILED, USAGE, OVERLAP, STACK_LOCKED, NOT_JOINED, DRAIN_INCOMPLETE, CHECKOUT = 0, 1, 2, 3, 4, 5, 6, 7
+# USAGE is every tool's exit code for a bad config (components/model/errors.py).
+OK, FAILED, USAGE, OVERLAP, STACK_LOCKED, NOT_JOINED, DRAIN_INCOMPLETE, CHECKOUT = 0, 1, CONFIG_ERROR_EXIT, 3, 4, 5, 6, 7
 SECRET_MASK = "[secret]"
 
 SSH_KEY = f"{NAMESPACE}:sshPrivateKey"

@@ -46,8 +46,9 @@ PROVIDERS: dict[str, ProviderRules] = {
         reboot_keys=frozenset({"extraConfig", "guestId", "firmware", "numCpus", "memory"}),
     ),
     "vsphere:index/tagCategory:TagCategory": ProviderRules(
-        source="vmware/terraform-provider-vsphere vsphere/resource_vsphere_tag_category.go: cardinality and associable_types are ForceNew",
-        replace_keys=frozenset({"cardinality", "associableTypes"}),
+        source="vmware/terraform-provider-vsphere vsphere/resource_vsphere_tag_category.go: cardinality is ForceNew; "
+        "associable_types updates in place (resourceVSphereTagCategoryUpdate adds types)",
+        replace_keys=frozenset({"cardinality"}),
     ),
     "vsphere:index/tag:Tag": ProviderRules(
         source="vmware/terraform-provider-vsphere vsphere/resource_vsphere_tag.go: category_id is ForceNew",

@@ -64,7 +64,7 @@ from components.model.schedule import DailyWindow, Occurrence
 from components.model.errors import CONFIG_ERROR_EXIT
 from components.model.stack import PROJECT_DIR, read_stack_file
 from scripts.cli import config_error_exit
-from scripts.ops import ray_state
+from scripts.ops import local_drain, ray_state
 from scripts.ops.local_cluster import LOOPBACK, Heartbeat, LocalCluster, driver, kill_node_processes, localize
 
 OK, FAILED, UNUSABLE, INTERRUPTED = 0, 1, CONFIG_ERROR_EXIT, 130
@@ -179,7 +179,7 @@ def free_port() -> int:
 
 def rehearsed_windows(cfg: ClusterConfig) -> dict[str, DailyWindow]:
     """The tiers whose schedule comes and goes; a tier held by an override has no evening or morning."""
-    return {name: tier.window for name, tier in cfg.tiers.items() if tier.window and tier.override is None}
+    return {name: window for name, tier in cfg.tiers.items() if (window := tier.scheduled_window)}
 
 
 def next_window(window: DailyWindow, after: dt.datetime) -> Occurrence:
@@ -428,7 +428,7 @@ class Rehearsal:
             "scheduleSkipped": [
                 {"tier": name, "reason": f"override {tier.override} holds it"}
                 for name, tier in cfg.tiers.items()
-                if schedule and tier.window and tier.override
+                if schedule and tier.window and not tier.scheduled_window
             ],
             "alerts": [],
         }
@@ -649,21 +649,18 @@ class Rehearsal:
         return {"at": at.isoformat(), "live": live, "drain": drained}
 
     def drain(self, s: RayNodeSettings, now: dt.datetime) -> dict:
-        """The rendered drain program, run as drain-on-delete runs it in the node's container: source on stdin."""
+        """The rendered drain program, delivered and run as drain-on-delete runs it in the node's container."""
         # Ray advertises the machine's address for a loopback --node-ip-address: the drain looks for that one.
         node_ip = self.cluster.node_info(s.node_name)["node_ip"]
-        program = drain.drain_program(self.cfg, self.placed[s.node_name], node_ip=node_ip, gcs_address=self.cluster.gcs_address)
+        settings = drain.drain_settings(self.cfg, self.placed[s.node_name], node_ip=node_ip, gcs_address=self.cluster.gcs_address)
+        root = local_drain.deliver(drain.drain_files(settings), self.work / f"drain-{s.node_name}")
         log = self.work / f"drain-{s.node_name}.log"
         steps = []
         with open(log, "w") as errors:
-            process = subprocess.Popen(
-                [sys.executable, "-", "--now", now.isoformat()],
-                env={**os.environ, **ray_start.ray_env(s), **self.cluster.client_env()},
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True,
+            process = local_drain.start(
+                root, "--now", now.isoformat(), env={**os.environ, **ray_start.ray_env(s), **self.cluster.client_env()}, stderr=errors
             )
         try:
-            process.stdin.write(program)
-            process.stdin.close()
             for line in process.stdout:
                 if line.startswith("{"):
                     steps.append(json.loads(line))

@@ -275,7 +275,14 @@ def test_drain_on_delete_for_every_worker_before_container_and_vm(night, prod_co
         # It SSHes to this node, pinning this node's generated key, and runs the node's drain there.
         assert f"rayops@{placed.node.ip} sh -s <<'RAY_DRAIN_ON_NODE'\n" in delete
         assert f"KnownHostsCommand=/bin/echo {placed.node.ip} {' '.join(host_key.split()[:2])}" in delete
-        assert drain.drain_command(prod_config, placed).rstrip() in delete
+        assert drain.drain_command(placed).rstrip() in delete
+        assert len(delete) < 4000  # the program and its settings are not in it: they are files on the node
+        # The program and this node's settings arrive as files first, and stay until the drain is done.
+        program = night.one(COMMAND, f"{name}-drain-program")
+        settings = drain.drain_files(drain.drain_settings(prod_config, placed))["settings.json"]
+        assert program.inputs["create"] == "sudo sh -s"
+        assert base64.b64encode(settings.encode()).decode() in program.inputs["stdin"]
+        assert program.urn in closure(night, d.urn)
         waits_for = closure(night, d.urn)
         # Pulumi deletes dependents first: the drain goes before the container and the VM.
         assert night.one(CONTAINER, f"{name}-ray").urn in waits_for

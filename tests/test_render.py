@@ -114,7 +114,7 @@ def test_every_node_is_rendered_and_marked_live_at_night(rendered, prod_config):
     assert {d.name for d in (rendered.out / "nodes").iterdir()} == set(nodes)
     for name, placed in nodes.items():
         files = {f.name for f in node_dir(rendered, name).iterdir()}
-        worker = {"drain.sh"} if not placed.node.head else set()
+        worker = {"drain.sh", "drain"} if not placed.node.head else set()
         assert files == {"user-data", "meta-data", "ufw.sh", "ufw-rules.txt", "containers.sh"} | worker
     summary = summary_of(rendered.out)
     assert summary["at"] == NIGHT.isoformat() and summary["liveTiers"] == list(prod_config.tiers)

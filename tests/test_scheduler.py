@@ -396,7 +396,7 @@ class TestDrain:
         [argv] = run.ran
         placed = prod_config.placed("ray-hc-2")
         host_key = noon_stack.deployed["hostKeys"]["ray-hc-2"]
-        assert argv == ["sh", "-c", drain_over_ssh("rayops", "ray-hc-2", "10.20.0.22", host_key, drain.drain_command(prod_config, placed), unreachable_is_fatal=True)]
+        assert argv == ["sh", "-c", drain_over_ssh("rayops", "ray-hc-2", "10.20.0.22", host_key, drain.drain_command(placed), unreachable_is_fatal=True)]
         assert "drained_until_next_up" in run.event_names()
 
     @pytest.mark.parametrize("node, event", [("ray-ao-1", "refused_head"), ("ray-xx-9", "unknown_node")])

@@ -137,7 +137,7 @@ def test_the_drain_runs_on_the_node_through_the_pinned_connection(node):
 def test_the_rendered_node_drain_finds_no_container_and_lets_the_removal_go_on(node, prod_config):
     """The real drain command, on a host without a running `ray-node` container: nothing to drain."""
     placed = prod_config.placed("ray-hc-1")
-    done = node.in_ns("sh", "-c", drain_script(node, drain.drain_command(prod_config, placed)))
+    done = node.in_ns("sh", "-c", drain_script(node, drain.drain_command(placed)))
     assert done.returncode == 0, done.stderr
 
 

@@ -162,11 +162,20 @@ class Tier(ConfigModel):
     def window(self) -> Optional[DailyWindow]:
         return None if isinstance(self.schedule, str) else self.schedule.daily()
 
+    @property
+    def scheduled_window(self) -> Optional[DailyWindow]:
+        """The window that makes this tier come and go: None when it is always on, or an override holds it."""
+        return self.window if self.override is None else None
+
     def live_at(self, at: dt.datetime) -> bool:
-        """Whether the schedule, then the override, want this tier's VMs at `at`."""
-        if self.override is not None:
-            return self.override == "on"
-        return self.window is None or self.window.wants_live(at)
+        """Whether this tier's VMs are wanted at `at`: the override first, then the schedule.
+
+        The one home of that rule; without a scheduled window the answer never changes.
+        """
+        window = self.scheduled_window
+        if window is not None:
+            return window.wants_live(at)
+        return self.override != "off"
 
 
 class Images(ConfigModel):

@@ -318,6 +318,27 @@ def test_monitoring_containers(night, prod_config):
     assert config_cmd.urn in prometheus.dependencies and config_cmd.urn in grafana.dependencies
 
 
+def test_grafana_dashboards_are_copied_as_files_by_their_own_resource(night, prod_config):
+    from pathlib import Path, PurePosixPath
+
+    from components.render import monitoring_config as mc
+    from scripts.ops.program_mocks import ROOT
+
+    host = prod_config.monitoring_host.node.name
+    copy = night.one("command:remote:CopyToRemote", f"{host}-grafana-dashboards")
+    source = ROOT / copy.inputs["source"]["path"]  # relative to the project directory, where Pulumi runs the program
+    assert not Path(copy.inputs["source"]["path"]).is_absolute()
+    assert sorted(p.name for p in source.glob("*.json")) == sorted(mc.dashboards())
+    # SFTP copies a directory (no trailing slash) into remote_path/<its name>: where Grafana's mount is.
+    assert str(PurePosixPath(copy.inputs["remotePath"]) / source.name) == mc.GRAFANA_DASHBOARDS.host
+    owned = night.one(COMMAND, f"{host}-grafana-dashboards-dir")
+    assert owned.urn in copy.dependencies and f"-o {prod_config.ssh.user} {mc.GRAFANA_DASHBOARDS.host}" in owned.inputs["create"]
+    assert copy.urn in night.one(CONTAINER, f"{host}-grafana").dependencies
+    # No dashboard travels in a command's stdin any more.
+    stdins = [c.inputs.get("stdin") or "" for c in night.of_type(COMMAND)]
+    assert max(map(len, stdins)) < 100_000
+
+
 def test_grafana_password_generated_when_not_given(raw, tmp_path):
     raw["at"] = NOON
     run = run_program(raw, tmp_path, secrets={"sshPrivateKey": TEST_SECRETS["sshPrivateKey"]})

@@ -173,12 +173,19 @@ def _on_host(mount: Mount, files: dict[str, str]) -> dict[str, str]:
 
 
 def config_files(cfg: ClusterConfig) -> dict[str, str]:
-    """The monitoring host's files that change only with the code or config, by host path."""
+    """The monitoring host's files that change only with the code or config, by host path.
+
+    Not the dashboards (dashboard_files): about 2 MB, copied by a resource of their own.
+    """
     return {
         **_on_host(PROMETHEUS_CONFIG, {PROMETHEUS_YML: prometheus_yml(), **rule_files()}),
         **_on_host(GRAFANA_PROVISIONING, grafana_provisioning(cfg)),
-        **_on_host(GRAFANA_DASHBOARDS, dashboards()),
     }
+
+
+def dashboard_files() -> dict[str, str]:
+    """The Grafana dashboards, by host path."""
+    return _on_host(GRAFANA_DASHBOARDS, dashboards())
 
 
 def schedule_files(cfg: ClusterConfig, at: dt.datetime) -> dict[str, str]:

@@ -153,7 +153,7 @@ def node_files(cfg: ClusterConfig, placed: PlacedNode, live: bool, at: dt.dateti
 
 def monitoring_host_files(cfg: ClusterConfig, at: dt.datetime) -> dict[str, str]:
     """Every file MonitoringStack writes on the monitoring host, by host path."""
-    return {**mc.config_files(cfg), **mc.schedule_files(cfg, at)}
+    return {**mc.config_files(cfg), **mc.dashboard_files(), **mc.schedule_files(cfg, at)}
 
 
 # ---- Summary ----

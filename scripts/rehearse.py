@@ -6,9 +6,9 @@ No vSphere, no Docker. The stack's config is read as the program reads it
 (`read_stack_file`), and each node runs the very entrypoint script, labels,
 resources and environment rendered for its container, with a fresh token.
 Only what one machine forces is changed (`local_cluster.localize`): one node
-per tier (the head counts for its tier), addresses 127.0.0.1 (Ray advertises
-the machine's own address instead, and its gRPC servers listen on every
-interface, as on the VMs), ports moved by --port-offset, and CPUs and object
+per tier (the head counts for its tier), addresses 127.0.0.1 (on a network
+with more than loopback Ray advertises the machine's own address instead, and
+its gRPC servers listen on every interface, as on the VMs), ports moved by --port-offset, and CPUs and object
 store scaled to this machine (its cores and 5% of its available memory, shared
 out; at least 2 CPUs, never more than the VM's). Debian's Prometheus runs the rendered prometheus.yml,
 alert rules and targets (pointed at the local nodes, listening on 127.0.0.1),
@@ -26,6 +26,9 @@ start it comes back and the work that waited for it runs. Last, the alerts
 Prometheus raised, each marked expected when the rehearsal explains it.
 
 Progress goes to stderr, the summary to stdout (--json: one JSON document).
+It runs in a network namespace of its own whose only interface is loopback
+(when root; not with --keep-running), so nothing listens beyond 127.0.0.1 and
+rehearsals never fight over ports (scripts/ops/loopback_netns.py).
 Every process started here is stopped on success, failure, Ctrl-C or SIGTERM.
 --keep-running keeps everything up after the steps until Ctrl-C, which then
 ends the rehearsal normally.
@@ -47,6 +50,7 @@ from components.model.config import ConfigError
 from components.model.errors import CONFIG_ERROR_EXIT
 from components.model.stack import PROJECT_DIR, read_stack_file
 from scripts.cli import config_error_exit
+from scripts.ops import loopback_netns
 from scripts.ops.rehearsal import Rehearsal
 from scripts.ops.rehearsal_report import text_summary
 from scripts.ops.rehearsal_setup import PORT_OFFSET, PortsBusy, say
@@ -75,6 +79,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except OSError as error:
         print(f"cannot read stack {args.stack!r} from {args.project_dir}: {error}", file=sys.stderr)
         return UNUSABLE
+    if not args.keep_running:  # kept running, it stays reachable from this machine's browsers
+        why_not = loopback_netns.enter()
+        say("in a network namespace of its own, with only 127.0.0.1" if why_not is None
+            else f"on this machine's network ({why_not}): Ray also listens on its other addresses")
     # Set explicitly: a shell starts background processes with SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)

@@ -198,6 +198,7 @@ def cluster(prod_config):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_scheduled_drain_loses_no_work_and_ends_before_its_deadline(prod_config, cluster, tmp_path):
     ids = {name: cluster.node_info(name)["node_id"] for name in CPUS}
     with driver(cluster) as ray:

@@ -128,7 +128,7 @@ class Drain:
     def run(self, now: dt.datetime) -> int:
         # One connection attempt must not outlast a short deadline; attempts are retried.
         os.environ.setdefault("RAY_py_gcs_connect_timeout_s", "5")
-        from ray._raylet import GcsClient
+        from ray._raylet import GcsClient  # type: ignore[attr-defined]  # missing from Ray's _raylet.pyi
         from ray.core.generated import autoscaler_pb2
 
         settings = self.settings

@@ -246,13 +246,18 @@ def kill_node_processes(node: LocalNode, ports_timeout: float = PORTS_TIMEOUT_S)
 
 
 def _node_groups(node: LocalNode) -> set[int]:
-    """The process groups of the node's session and of every process naming its temp dir."""
+    """The process groups of the node's live processes: its session's, and any naming its temp dir.
+
+    Zombies are dead already (and hold no port): whoever adopted them reaps them.
+    """
     needle = node.settings.temp_dir.encode()
     groups = set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             pid = int(proc.name)
             with contextlib.suppress(OSError):  # gone meanwhile
+                if (proc / "stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                    continue
                 if os.getsid(pid) == node.process.pid or needle in (proc / "cmdline").read_bytes():
                     groups.add(os.getpgid(pid))
     return groups

@@ -161,7 +161,7 @@ EXEC = f"exec -w /tmp/ray-cluster-drain {ray_start.CONTAINER_NAME} python -m com
         ("false", 0, 0, "false", 0, False),  # already stopped: nothing to drain
     ],
 )
-def test_drain_command_on_the_vm(tmp_path, running, cp_status, exec_status, after_exec, status, executed):
+def test_drain_command_on_the_vm(prod_config, tmp_path, running, cp_status, exec_status, after_exec, status, executed):
     fake = tmp_path / "docker"
     fake.write_text(FAKE_DOCKER)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)

@@ -100,7 +100,7 @@ class MonitoringStack(pulumi.ComponentResource):
         config_files = write("monitoring-config", mc.config_files(cfg))
         # Changes when a tier comes or goes: files only, Prometheus re-reads them.
         self.targets = write("scrape-targets", mc.schedule_files(cfg, at))
-        self.dashboards = self._dashboards(cfg, connection, firewall_ready)
+        self.dashboards = self._dashboards(cfg, connection, vm, firewall_ready)
 
         after_config = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[config_files]))
         prometheus_data = docker.Volume(f"{host}-prometheus-data", name="prometheus-data", opts=volume_opts)
@@ -122,7 +122,9 @@ class MonitoringStack(pulumi.ComponentResource):
             {"prometheusUrl": mc.prometheus_url(cfg), "grafanaUrl": mc.grafana_url(cfg)}
         )
 
-    def _dashboards(self, cfg: ClusterConfig, connection: remote.ConnectionArgs, vm_ready: pulumi.Resource) -> remote.CopyToRemote:
+    def _dashboards(
+        self, cfg: ClusterConfig, connection: remote.ConnectionArgs, vm: pulumi.Resource, firewall_ready: pulumi.Resource
+    ) -> remote.CopyToRemote:
         """The Grafana dashboards (about 2 MB) copied as files over SFTP, not carried in a command's stdin.
 
         SFTP writes as the SSH user: the directory is made theirs first. A source
@@ -132,7 +134,7 @@ class MonitoringStack(pulumi.ComponentResource):
         """
         target = PurePosixPath(mc.GRAFANA_DASHBOARDS.host)
         host = cfg.monitoring_host.node.name
-        on_vm = pulumi.ResourceOptions(parent=self, depends_on=[vm_ready], replace_with=[vm_ready])
+        on_vm = pulumi.ResourceOptions(parent=self, depends_on=[firewall_ready], deleted_with=vm)
         owned = remote.Command(
             f"{host}-grafana-dashboards-dir",
             connection=connection,

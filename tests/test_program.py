@@ -82,7 +82,9 @@ def test_same_config_evaluates_to_identical_inputs(raw, tmp_path):
     """No perpetual diff: two evaluations register the same resources with the same inputs."""
     first = run_at(prod_copy(raw), tmp_path, NIGHT)
     second = run_at(raw, tmp_path, "2026-11-23T03:10:00+01:00")  # a later instant, same tiers
-    view = lambda run: {(r.type, r.name): (r.inputs, sorted(r.dependencies)) for r in run.registrations}
+    def view(run):
+        return {(r.type, r.name): (r.inputs, sorted(r.dependencies)) for r in run.registrations}
+
     assert view(first) == view(second)
 
 

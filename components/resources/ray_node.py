@@ -37,7 +37,7 @@ class RayNode(pulumi.ComponentResource):
         on_node = on_docker(self, docker_provider, vm)
         spec = ray_container(cfg, placed)
         self.image = docker.RemoteImage(f"{name}-ray-image", name=spec.image, keep_locally=True, opts=on_node)
-        self.container = docker_container(
+        self.container: docker.Container = docker_container(
             f"{name}-ray",
             spec,
             self.image.image_id,

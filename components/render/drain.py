@@ -25,7 +25,9 @@ from components.render.remote_files import write_files_script
 __all__ = ["ALARM_PREFIX", "DRAIN_DIR", "delivery_script", "drain_command", "drain_files", "drain_settings"]
 
 DRAIN_DIR = "/opt/ray-cluster/drain"  # on the VM
-IN_CONTAINER_DIR = "/tmp/ray-cluster-drain"  # the copy the container runs
+# The copy the container runs. `docker cp` keeps the modes (0644 files, 0755 dirs) and makes root
+# the owner (docs.docker.com, `docker container cp`): the image's user reads it, writes nothing there.
+IN_CONTAINER_DIR = "/tmp/ray-cluster-drain"
 SETTINGS_FILE = "settings.json"
 SHIPPED_MODULES: tuple[ModuleType, ...] = (schedule, drain_program)
 # How to run the program from a directory holding drain_files().

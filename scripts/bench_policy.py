@@ -10,24 +10,28 @@ budget.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-from components.model.stack import stack_file_keys  # noqa: E402
-from scripts.ops.policy_pack import analyze, analyze_stack, running_pack  # noqa: E402
-from scripts.ops.program_mocks import run_program  # noqa: E402
 
 NIGHT = "2026-11-22T22:00:00+01:00"  # inside every night window: all tiers live
 BUDGET_SECONDS = 1.0
 ROUNDS = 3
 
 
-def main() -> int:
+def main(argv: Optional[list[str]] = None) -> int:
+    argparse.ArgumentParser(prog="venv/bin/python scripts/bench_policy.py", description=__doc__.split("\n\n")[0]).parse_args(argv)
+    # Imported once the arguments are read: --help answers at once.
+    from components.model.stack import stack_file_keys
+    from scripts.ops.policy_pack import analyze, analyze_stack, running_pack
+    from scripts.ops.program_mocks import run_program
+
     raw = stack_file_keys("prod")
     raw["at"] = NIGHT
     with tempfile.TemporaryDirectory() as home:

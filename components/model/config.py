@@ -13,7 +13,7 @@ import datetime as dt
 import functools
 import ipaddress
 import re
-from typing import Annotated, Any, Literal, NamedTuple, Optional, Union
+from typing import Annotated, Any, Literal, Mapping, NamedTuple, Optional, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
@@ -240,7 +240,7 @@ class ClusterConfig(ConfigModel):
     def _iso_with_offset(cls, value: Any) -> Any:
         return parse_instant(value) if isinstance(value, str) else value
 
-    def model_copy(self, *, update: Optional[dict[str, Any]] = None, deep: bool = False) -> ClusterConfig:
+    def model_copy(self, *, update: Optional[Mapping[str, Any]] = None, deep: bool = False) -> ClusterConfig:
         """A copy; what was cached from this model's nodes is not carried over."""
         copied = super().model_copy(update=update, deep=deep)
         for name in ("placed_nodes", "_by_name", "head", "monitoring_host"):
@@ -301,7 +301,7 @@ def _valid(model: Any, value: Any) -> Any:
 def _salvage(raw: dict[str, Any]) -> dict[str, Any]:
     """Whatever validates on its own, when the whole does not: the cross-key rules run on it."""
     parts: dict[str, Any] = {
-        name: _valid(field.annotation, raw.get(field.alias, field.default))
+        name: _valid(field.annotation, raw.get(field.alias or name, field.default))
         for name, field in ClusterConfig.model_fields.items()
         if name != "tiers"
     }
@@ -313,7 +313,7 @@ def _salvage(raw: dict[str, Any]) -> dict[str, Any]:
             tiers[name] = TierView.of(tier)
             continue
         tier_raw = tier_raw if isinstance(tier_raw, dict) else {}
-        node_list = tier_raw.get("nodes") if isinstance(tier_raw.get("nodes"), list) else []
+        node_list: list[Any] = tier_raw["nodes"] if isinstance(tier_raw.get("nodes"), list) else []
         nodes = [n for n in (_valid(Node, n) for n in node_list) if n is not None]
         complete = complete and len(nodes) == len(node_list)
         schedule = _valid(Schedule, tier_raw.get("schedule"))

@@ -175,10 +175,17 @@ def _allow_rule(words: list[str], command: str) -> Optional[AllowRule]:
     return AllowRule(source, ports, command)
 
 
-def _commands(script: str) -> list[list[str]]:
-    """Every simple command in the script, as words (lines the lexer cannot read are skipped)."""
+def _ufw_commands(script: str) -> list[list[str]]:
+    """Every simple command on a line of the script that names ufw, as words.
+
+    Only those lines are lexed (lines the lexer cannot read are skipped): a
+    command that has no `ufw` word cannot change the firewall, and the other
+    lines (file payloads, programs) are most of what a Command carries.
+    """
     commands: list[list[str]] = []
     for line in script.splitlines():
+        if "ufw" not in line:
+            continue
         lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
         lexer.whitespace_split = True
         try:
@@ -199,7 +206,7 @@ def _commands(script: str) -> list[list[str]]:
 def ufw_intent(script: str) -> Optional[UfwIntent]:
     """What `script` does to ufw; None when it never changes ufw (not a firewall script)."""
     intent, changes = UfwIntent(), False
-    for words in _commands(script):
+    for words in _ufw_commands(script):
         at = next((i for i, w in enumerate(words) if w.rsplit("/", 1)[-1] == "ufw"), None)
         if at is None:
             continue

@@ -9,6 +9,23 @@ sys.path.insert(0, str(ROOT))
 
 from components.model import config  # noqa: E402
 from components.model.stack import stack_file_keys  # noqa: E402
+from scripts.ops import loopback_netns  # noqa: E402
+
+# Why this session could not get a loopback-only network namespace (None: it has one).
+NO_OWN_NETWORK = "not configured yet"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The whole session moves into a network namespace with only `lo`, before anything starts:
+    real Ray clusters, their drivers and tools, Prometheus and the rehearsal all live there,
+    never listen beyond loopback, and another run's ports are never ours."""
+    global NO_OWN_NETWORK
+    NO_OWN_NETWORK = loopback_netns.enter()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("ray") and NO_OWN_NETWORK is not None:
+        pytest.skip(f"real Ray runs only in a loopback-only network namespace: {NO_OWN_NETWORK}")
 
 
 @pytest.fixture(scope="session", autouse=True)

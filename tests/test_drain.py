@@ -2,8 +2,8 @@
 
 A cluster started from the rendered entrypoints (a head and a worker of the
 always-on tier, two heavy-compute nodes) runs retriable tasks; the rendered
-drain program then drains one heavy node as a scheduled removal with 60 s
-left. No task is lost or re-run, nothing new lands on the draining node, the
+drain program, delivered as its file resource delivers it, then drains one
+heavy node as a scheduled removal with 60 s left. No task is lost or re-run, nothing new lands on the draining node, the
 drain ends before its deadline, the drained node's container entrypoint exits
 (so Docker can't keep a dead node running), and the rest stays up.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import datetime as dt
-import inspect
 import json
 import os
 import socket
@@ -26,26 +25,23 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from components.render import drain, ray_start
-
-from components.model import schedule
+from components.render import drain, drain_program, ray_start
+from conftest import prod_raw
+from scripts.ops import local_drain
 from scripts.ops.local_cluster import LocalCluster, driver, localize
 
 BERLIN = ZoneInfo("Europe/Berlin")
 # The heavy tier's window ends at 06:00 Berlin: a drain starting at 05:59 has 60 s.
 ONE_MINUTE_BEFORE_WINDOW_END = dt.datetime(2026, 1, 15, 5, 59, tzinfo=BERLIN)
+ROOT = Path(__file__).resolve().parent.parent
 CPUS = {"ray-ao-1": 1, "ray-ao-2": 1, "ray-hc-1": 3, "ray-hc-2": 2}
 TASK_SECONDS = 8
 
 
-def run_program(program: str, *args: str, env: dict) -> subprocess.Popen:
-    """The drain program as `docker exec -i ray-node python -` runs it: source on stdin."""
-    with tempfile.TemporaryFile("w+") as source:
-        source.write(program)
-        source.seek(0)
-        return subprocess.Popen(
-            [sys.executable, "-", *args], env=env, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+def delivered(tmp_path: Path, cfg, node: str, **overrides) -> Path:
+    """The node's drain files, put under tmp_path/drain by the delivery script."""
+    files = drain.drain_files(drain.drain_settings(cfg, cfg.placed(node), **overrides))
+    return local_drain.deliver(files, tmp_path / "drain")
 
 
 def events(lines) -> list[dict]:
@@ -63,21 +59,47 @@ def unused_port() -> int:
 
 def test_the_head_is_never_drained(prod_config):
     with pytest.raises(ValueError, match="never drained"):
-        drain.drain_program(prod_config, prod_config.head)
-    with pytest.raises(ValueError, match="never drained"):
-        drain.drain_command(prod_config, prod_config.head)
+        drain.drain_settings(prod_config, prod_config.head)
 
 
-def test_program_is_self_contained_and_embeds_schedule_py(prod_config):
-    program = drain.drain_program(prod_config, prod_config.placed("ray-hc-1"))
-    assert inspect.getsource(schedule) in program
+def test_the_shipped_files_are_the_program_its_schedule_math_and_settings(prod_config, tmp_path):
+    root = delivered(tmp_path, prod_config, "ray-hc-1")
+    shipped = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    assert shipped == {
+        "settings.json", "components/__init__.py", "components/model/__init__.py", "components/render/__init__.py",
+        "components/model/schedule.py", "components/render/drain_program.py",
+    }
+    for module in ("components/model/schedule.py", "components/render/drain_program.py"):
+        assert (root / module).read_text() == (ROOT / module).read_text()
     imported = set()
-    for node in ast.walk(ast.parse(program)):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            imported.add(node.module.split(".")[0])
-    assert imported - set(sys.stdlib_module_names) == {"ray"}
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module)
+    outside = {m for m in imported if m.split(".")[0] not in sys.stdlib_module_names}
+    assert {m.split(".")[0] for m in outside} == {"ray", "components"}
+    assert {m for m in outside if m.startswith("components")} == {"components.model.schedule"}
+
+
+def test_settings_say_what_the_stack_file_says(prod_config, tmp_path):
+    settings = json.loads((delivered(tmp_path, prod_config, "ray-hc-2") / "settings.json").read_text())
+    raw = prod_raw()
+    heavy = raw["tiers"]["heavy-compute"]
+    window = heavy["schedule"]
+    assert settings == {
+        "nodeName": "ray-hc-2",
+        "nodeIp": next(n["ip"] for n in heavy["nodes"] if n["name"] == "ray-hc-2"),
+        "gcsAddress": next(f"{n['ip']}:6379" for t in raw["tiers"].values() for n in t["nodes"] if n.get("head")),
+        "graceSeconds": 60.0 * raw["ray"]["drainGraceMinutes"],
+        "window": {
+            "start": f"{window['start']}:00",
+            "end": f"{window['end']}:00",
+            "timezone": window["timezone"],
+            "drainLeadSeconds": 60.0 * window["drainLeadMinutes"],
+        },
+    }
 
 
 @pytest.mark.parametrize(
@@ -89,10 +111,10 @@ def test_program_is_self_contained_and_embeds_schedule_py(prod_config):
         ("ray-ao-2", ONE_MINUTE_BEFORE_WINDOW_END, 600),  # no window: grace
     ],
 )
-def test_deadline_is_the_window_end_for_scheduled_removals_else_the_grace(prod_config, node, now, seconds):
+def test_deadline_is_the_window_end_for_scheduled_removals_else_the_grace(prod_config, tmp_path, node, now, seconds):
     # Nothing listens at the GCS address: the program states its deadline, then retries.
-    program = drain.drain_program(prod_config, prod_config.placed(node), gcs_address=f"127.0.0.1:{unused_port()}")
-    process = run_program(program, "--now", now.isoformat(), env=dict(os.environ))
+    root = delivered(tmp_path, prod_config, node, gcs_address=f"127.0.0.1:{unused_port()}")
+    process = local_drain.start(root, "--now", now.isoformat(), env=os.environ)
     try:
         first = json.loads(process.stdout.readline())
     finally:
@@ -101,16 +123,16 @@ def test_deadline_is_the_window_end_for_scheduled_removals_else_the_grace(prod_c
     assert first == {"event": "deadline", "node": node, "now": now.isoformat(), "seconds": seconds}
 
 
-def test_unreachable_head_ends_the_drain_loudly_at_the_deadline(prod_config):
-    program = drain.drain_program(prod_config, prod_config.placed("ray-hc-1"), gcs_address=f"127.0.0.1:{unused_port()}")
+def test_unreachable_head_ends_the_drain_loudly_at_the_deadline(prod_config, tmp_path):
+    root = delivered(tmp_path, prod_config, "ray-hc-1", gcs_address=f"127.0.0.1:{unused_port()}")
     three_seconds_left = ONE_MINUTE_BEFORE_WINDOW_END + dt.timedelta(seconds=57)
     # Ray's connection timeouts, shortened so that one attempt outlasts the deadline quickly.
     impatient = {**os.environ, "RAY_gcs_rpc_server_connect_timeout_s": "1", "RAY_py_gcs_connect_timeout_s": "1"}
-    process = run_program(program, "--now", three_seconds_left.isoformat(), env=impatient)
+    process = local_drain.start(root, "--now", three_seconds_left.isoformat(), env=impatient)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == drain.EXIT_HEAD_UNREACHABLE
+    assert process.returncode == drain_program.EXIT_HEAD_UNREACHABLE
     # The scheduler finds this line in Pulumi's output by its prefix.
-    assert any(line.startswith(f"{drain.ALARM_PREFIX} ray-hc-1: ") and "WITHOUT a drain" in line for line in err.splitlines()), err
+    assert any(line.startswith(f"{drain_program.ALARM_PREFIX} ray-hc-1: ") and "WITHOUT a drain" in line for line in err.splitlines()), err
     assert events(out.splitlines())[-1]["event"] == "head-unreachable"
 
 
@@ -119,23 +141,27 @@ echo "$*" >> "$FAKE_DOCKER_DIR/calls"
 case "$1" in
   update) exit 0 ;;
   inspect) cat "$FAKE_DOCKER_DIR/running" ;;
-  exec) cat > "$FAKE_DOCKER_DIR/program"; echo "$FAKE_AFTER_EXEC" > "$FAKE_DOCKER_DIR/running"; exit "$FAKE_EXEC_STATUS" ;;
+  cp) exit "$FAKE_CP_STATUS" ;;
+  exec) echo "$FAKE_AFTER_EXEC" > "$FAKE_DOCKER_DIR/running"; exit "$FAKE_EXEC_STATUS" ;;
 esac
 """
+COPY = f"cp /opt/ray-cluster/drain/. {ray_start.CONTAINER_NAME}:/tmp/ray-cluster-drain"
+EXEC = f"exec -w /tmp/ray-cluster-drain {ray_start.CONTAINER_NAME} python -m components.render.drain_program settings.json"
 
 
 @pytest.mark.parametrize(
-    ("running", "exec_status", "after_exec", "status", "executed"),
+    ("running", "cp_status", "exec_status", "after_exec", "status", "executed"),
     [
-        ("true", 0, "true", 0, True),  # drained
-        ("true", drain.EXIT_DEADLINE_PASSED, "true", 0, True),  # said loudly; removal goes ahead
-        ("true", drain.EXIT_HEAD_UNREACHABLE, "true", 0, True),
-        ("true", 137, "false", 0, True),  # the drained node stopped its container mid-exec
-        ("true", 1, "true", 1, True),  # the drain itself failed: removal must wait
-        ("false", 0, "false", 0, False),  # already stopped: nothing to drain
+        ("true", 0, 0, "true", 0, True),  # drained
+        ("true", 0, drain_program.EXIT_DEADLINE_PASSED, "true", 0, True),  # said loudly; removal goes ahead
+        ("true", 0, drain_program.EXIT_HEAD_UNREACHABLE, "true", 0, True),
+        ("true", 0, 137, "false", 0, True),  # the drained node stopped its container mid-exec
+        ("true", 0, 1, "true", 1, True),  # the drain itself failed: removal must wait
+        ("true", 1, 0, "true", 1, False),  # the program could not be copied in: removal must wait
+        ("false", 0, 0, "false", 0, False),  # already stopped: nothing to drain
     ],
 )
-def test_drain_command_on_the_vm(prod_config, tmp_path, running, exec_status, after_exec, status, executed):
+def test_drain_command_on_the_vm(prod_config, tmp_path, running, cp_status, exec_status, after_exec, status, executed):
     fake = tmp_path / "docker"
     fake.write_text(FAKE_DOCKER)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
@@ -144,17 +170,16 @@ def test_drain_command_on_the_vm(prod_config, tmp_path, running, exec_status, af
         **os.environ,
         "PATH": f"{tmp_path}:{os.environ['PATH']}",
         "FAKE_DOCKER_DIR": str(tmp_path),
+        "FAKE_CP_STATUS": str(cp_status),
         "FAKE_EXEC_STATUS": str(exec_status),
         "FAKE_AFTER_EXEC": after_exec,
     }
-    hc1 = prod_config.placed("ray-hc-1")
-    result = subprocess.run(["sh", "-c", drain.drain_command(prod_config, hc1)], env=env, timeout=30)
+    result = subprocess.run(["sh", "-c", drain.drain_command(prod_config.placed("ray-hc-1"))], env=env, timeout=30)
     assert result.returncode == status
     calls = (tmp_path / "calls").read_text().splitlines()
     assert calls[0] == f"update --restart=no {ray_start.CONTAINER_NAME}"  # before anything else
-    assert (f"exec -i {ray_start.CONTAINER_NAME} python -" in calls) == executed
-    if executed:
-        assert (tmp_path / "program").read_text() == drain.drain_program(prod_config, hc1) + "\n"
+    assert (COPY in calls) == (running == "true")
+    assert (EXEC in calls) == executed
 
 
 # ---- A real drain ----
@@ -172,7 +197,9 @@ def cluster(prod_config):
             yield running
 
 
-def test_scheduled_drain_loses_no_work_and_ends_before_its_deadline(prod_config, cluster):
+@pytest.mark.ray
+@pytest.mark.slow
+def test_scheduled_drain_loses_no_work_and_ends_before_its_deadline(prod_config, cluster, tmp_path):
     ids = {name: cluster.node_info(name)["node_id"] for name in CPUS}
     with driver(cluster) as ray:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -208,11 +235,11 @@ def test_scheduled_drain_loses_no_work_and_ends_before_its_deadline(prod_config,
             time.sleep(0.2)
 
         hc1 = cluster.nodes["ray-hc-1"]
-        program = drain.drain_program(
-            prod_config, prod_config.placed("ray-hc-1"), node_ip=cluster.node_info("ray-hc-1")["node_ip"], gcs_address=cluster.gcs_address
+        root = delivered(
+            tmp_path, prod_config, "ray-hc-1", node_ip=cluster.node_info("ray-hc-1")["node_ip"], gcs_address=cluster.gcs_address
         )
         env = {**os.environ, **ray_start.ray_env(hc1.settings), **cluster.client_env()}
-        process = run_program(program, "--now", ONE_MINUTE_BEFORE_WINDOW_END.isoformat(), env=env)
+        process = local_drain.start(root, "--now", ONE_MINUTE_BEFORE_WINDOW_END.isoformat(), env=env)
         progress = []
         for line in process.stdout:
             progress.append(line)

@@ -165,6 +165,7 @@ def test_the_guard_timer_is_a_valid_systemd_unit_that_reruns_the_script(prod_con
 # --- The real ufw ---------------------------------------------------------------------------------
 
 
+@pytest.mark.netns
 def test_ufw_dry_run_accepts_every_prod_rule(namespaces, prod_config, tmp_path):
     commands = sorted({rule.command for _, rules in node_rules(prod_config) for rule in rules})
     check = "".join(f'ufw --dry-run {command} >/dev/null || echo "rejected: {command}"\n' for command in commands)
@@ -238,6 +239,7 @@ def reaches(lab) -> dict[str, set[str]]:
     return {peer: {by_port[p] for p in ports} for peer, ports in lab.reachable(list(PROBED.values())).items()}
 
 
+@pytest.mark.netns
 def test_each_peer_reaches_exactly_its_ports(lab, ufw_state, lab_cfg):
     converge(lab, ufw_state, lab_cfg)
     assert reaches(lab) == REACHES
@@ -245,6 +247,7 @@ def test_each_peer_reaches_exactly_its_ports(lab, ufw_state, lab_cfg):
     assert added_rules(lab, ufw_state) == [f"ufw {rule.command}" for rule in fw.firewall_rules(lab_cfg, lab_cfg.head)]
 
 
+@pytest.mark.netns
 def test_rerun_changes_nothing_and_never_opens_the_host(lab, ufw_state, lab_cfg):
     converge(lab, ufw_state, lab_cfg)
     state = "ufw status verbose; iptables -S ufw-user-input; ip6tables -S ufw6-user-input"
@@ -256,6 +259,7 @@ def test_rerun_changes_nothing_and_never_opens_the_host(lab, ufw_state, lab_cfg)
     assert connected == [0]
 
 
+@pytest.mark.netns
 def test_rules_gone_from_config_are_gone_from_the_host(lab, ufw_state, lab_cfg, raw):
     converge(lab, ufw_state, lab_cfg)
     # A rule added by hand (open to the world) is drift the next run must remove too.
@@ -270,6 +274,7 @@ def test_rules_gone_from_config_are_gone_from_the_host(lab, ufw_state, lab_cfg, 
     assert connected == [0]
 
 
+@pytest.mark.netns
 def test_the_guard_undoes_a_rule_added_by_hand(lab, ufw_state, lab_cfg):
     """Seed 002's fix (`ufw allow 6379`, for everyone) lasts until the guard's timer runs its script."""
     converge(lab, ufw_state, lab_cfg)

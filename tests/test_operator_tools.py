@@ -29,7 +29,7 @@ WORKER_PORTS = (40000, 40999)
 NODES = ("ray-ao-1", "ray-hc-1")
 CPUS_PER_NODE = 2  # instead of 32 / 80: this machine has two cores
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

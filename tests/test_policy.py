@@ -7,21 +7,18 @@ starts a Python policy pack (`python -m pulumi.policy <engine> policy`) and driv
 over its gRPC Analyzer interface on 127.0.0.1, as the engine would.
 """
 import copy
-import select
-import subprocess
-import sys
 
-import grpc
 import pytest
 import yaml
-from google.protobuf import empty_pb2, json_format, struct_pb2
-from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+from google.protobuf import empty_pb2
+from pulumi.runtime.proto import analyzer_pb2
 from pulumi.runtime.rpc import UNKNOWN
 
 from components.model.versions import pinned_ray_client
 from components.model.ports import MONITORING, RAY
 from conftest import ROOT, prod_raw
 from policy import checks
+from scripts.ops.policy_pack import analyze, analyze_stack, running_pack
 from scripts.ops.program_mocks import run_program
 
 NIGHT = "2026-11-22T22:00:00+01:00"  # every tier live
@@ -307,33 +304,8 @@ def test_pack_runs_in_the_programs_virtualenv():
 
 @pytest.fixture(scope="module")
 def analyzer():
-    """The pack started as the CLI starts it; stopped by its process id."""
-    pack = subprocess.Popen(
-        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:0", str(ROOT / "policy")],
-        cwd=ROOT / "policy",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        ready, _, _ = select.select([pack.stdout], [], [], 60)
-        port = pack.stdout.readline().strip() if ready else ""
-        assert port.isdigit(), f"the pack did not start: {pack.stderr.read() if pack.poll() is not None else 'no port'}"
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield analyzer_pb2_grpc.AnalyzerStub(channel)
-    finally:
-        pack.kill()
-        pack.wait(timeout=30)
-
-
-def analyze(analyzer, registration, **changes):
-    """(policy, enforcement level, message) for every diagnostic on the resource."""
-    properties = json_format.ParseDict({**registration.inputs, **changes}, struct_pb2.Struct())
-    response = analyzer.Analyze(
-        analyzer_pb2.AnalyzeRequest(type=registration.type, properties=properties, urn=registration.urn, name=registration.name)
-    )
-    levels = analyzer_pb2.EnforcementLevel
-    return [(d.policyName, levels.Name(d.enforcementLevel), d.message) for d in response.diagnostics]
+    with running_pack() as pack:
+        yield pack
 
 
 def test_pack_registers_every_policy_as_mandatory(analyzer):
@@ -342,24 +314,6 @@ def test_pack_registers_every_policy_as_mandatory(analyzer):
     assert {p.name: analyzer_pb2.EnforcementLevel.Name(p.enforcementLevel) for p in info.policies} == {
         name: "MANDATORY" for name in RESOURCE_POLICIES | STACK_POLICIES
     }
-
-
-def analyze_stack(analyzer, registrations):
-    """(policy, enforcement level, urn, message) for every diagnostic on the stack."""
-    stack = [
-        analyzer_pb2.AnalyzerResource(
-            type=r.type,
-            properties=json_format.ParseDict(r.inputs, struct_pb2.Struct()),
-            urn=r.urn,
-            name=r.name,
-            parent=r.parent,
-            dependencies=r.dependencies,
-        )
-        for r in registrations
-    ]
-    response = analyzer.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=stack))
-    levels = analyzer_pb2.EnforcementLevel
-    return [(d.policyName, levels.Name(d.enforcementLevel), d.urn, d.message) for d in response.diagnostics]
 
 
 def test_pack_passes_the_whole_program(analyzer, prod, elsewhere):

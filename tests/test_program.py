@@ -82,7 +82,9 @@ def test_same_config_evaluates_to_identical_inputs(raw, tmp_path):
     """No perpetual diff: two evaluations register the same resources with the same inputs."""
     first = run_at(prod_copy(raw), tmp_path, NIGHT)
     second = run_at(raw, tmp_path, "2026-11-23T03:10:00+01:00")  # a later instant, same tiers
-    view = lambda run: {(r.type, r.name): (r.inputs, sorted(r.dependencies)) for r in run.registrations}
+    def view(run):
+        return {(r.type, r.name): (r.inputs, sorted(r.dependencies)) for r in run.registrations}
+
     assert view(first) == view(second)
 
 
@@ -275,7 +277,14 @@ def test_drain_on_delete_for_every_worker_before_container_and_vm(night, prod_co
         # It SSHes to this node, pinning this node's generated key, and runs the node's drain there.
         assert f"rayops@{placed.node.ip} sh -s <<'RAY_DRAIN_ON_NODE'\n" in delete
         assert f"KnownHostsCommand=/bin/echo {placed.node.ip} {' '.join(host_key.split()[:2])}" in delete
-        assert drain.drain_command(prod_config, placed).rstrip() in delete
+        assert drain.drain_command(placed).rstrip() in delete
+        assert len(delete) < 4000  # the program and its settings are not in it: they are files on the node
+        # The program and this node's settings arrive as files first, and stay until the drain is done.
+        program = night.one(COMMAND, f"{name}-drain-program")
+        settings = drain.drain_files(drain.drain_settings(prod_config, placed))["settings.json"]
+        assert program.inputs["create"] == "sudo sh -s"
+        assert base64.b64encode(settings.encode()).decode() in program.inputs["stdin"]
+        assert program.urn in closure(night, d.urn)
         waits_for = closure(night, d.urn)
         # Pulumi deletes dependents first: the drain goes before the container and the VM.
         assert night.one(CONTAINER, f"{name}-ray").urn in waits_for
@@ -309,6 +318,27 @@ def test_monitoring_containers(night, prod_config):
     assert "--storage.tsdb.retention.time=30d" in prometheus.inputs["command"]
     config_cmd = night.one(COMMAND, f"{host}-monitoring-config")
     assert config_cmd.urn in prometheus.dependencies and config_cmd.urn in grafana.dependencies
+
+
+def test_grafana_dashboards_are_copied_as_files_by_their_own_resource(night, prod_config):
+    from pathlib import Path, PurePosixPath
+
+    from components.render import monitoring_config as mc
+    from scripts.ops.program_mocks import ROOT
+
+    host = prod_config.monitoring_host.node.name
+    copy = night.one("command:remote:CopyToRemote", f"{host}-grafana-dashboards")
+    source = ROOT / copy.inputs["source"]["path"]  # relative to the project directory, where Pulumi runs the program
+    assert not Path(copy.inputs["source"]["path"]).is_absolute()
+    assert sorted(p.name for p in source.glob("*.json")) == sorted(mc.dashboards())
+    # SFTP copies a directory (no trailing slash) into remote_path/<its name>: where Grafana's mount is.
+    assert str(PurePosixPath(copy.inputs["remotePath"]) / source.name) == mc.GRAFANA_DASHBOARDS.host
+    owned = night.one(COMMAND, f"{host}-grafana-dashboards-dir")
+    assert owned.urn in copy.dependencies and f"-o {prod_config.ssh.user} {mc.GRAFANA_DASHBOARDS.host}" in owned.inputs["create"]
+    assert copy.urn in night.one(CONTAINER, f"{host}-grafana").dependencies
+    # No dashboard travels in a command's stdin any more.
+    stdins = [c.inputs.get("stdin") or "" for c in night.of_type(COMMAND)]
+    assert max(map(len, stdins)) < 100_000
 
 
 def test_grafana_password_generated_when_not_given(raw, tmp_path):

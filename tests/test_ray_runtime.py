@@ -10,7 +10,6 @@ entrypoint's supervision.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import os
 import shlex
@@ -26,8 +25,10 @@ import pytest
 
 from components.render import ray_start
 from components.model.ports import RAY, RayPorts
-from components.model.schedule import drain_deadline_seconds
+from conftest import prod_raw
 from scripts.ops.local_cluster import LocalCluster, driver, localize
+
+pytestmark = pytest.mark.ray
 
 # Flags whose value is a port, and the RayPorts field each one pins.
 WORKER_PORT_FLAGS = {
@@ -42,7 +43,6 @@ WORKER_PORT_FLAGS = {
 }
 HEAD_PORT_FLAGS = {**WORKER_PORT_FLAGS, "port": "gcs", "ray-client-server-port": "client", "dashboard-port": "dashboard"}
 HEAD_PORT_ENV = {"AUTOSCALER_METRIC_PORT": "autoscaler_metrics", "DASHBOARD_METRIC_PORT": "dashboard_metrics"}
-AN_INSTANT = dt.datetime(2026, 1, 15, 12, tzinfo=dt.timezone.utc)
 
 
 def flags(args: list[str]) -> dict[str, str]:
@@ -118,12 +118,12 @@ def test_token_is_required_but_never_rendered(head):
 
 
 def test_container_stop_outlasts_every_drain(prod_config):
-    grace = prod_config.ray.drain_grace
+    raw = prod_raw()
     for p in prod_config.placed_nodes:
-        longest = drain_deadline_seconds(None, grace, AN_INSTANT)
-        if p.tier.window:
-            drain_start = p.tier.window.occurrence(AN_INSTANT.date()).drain_start
-            longest = max(longest, drain_deadline_seconds(p.tier.window, grace, drain_start))
+        # The longest drain: the grace, or a scheduled removal's lead (from the drain start to the window end).
+        schedule = raw["tiers"][p.tier_name]["schedule"]
+        lead = schedule["drainLeadMinutes"] if isinstance(schedule, dict) else 0
+        longest = 60 * max(raw["ray"]["drainGraceMinutes"], lead)
         settings = ray_start.node_settings(prod_config, p)
         # A SIGTERM'd node drains for as long as the longest drain, and Docker waits longer.
         assert int(ray_start.ray_env(settings)["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"]) == longest

@@ -30,14 +30,15 @@ import yaml
 
 from scripts.ops import local_cluster
 
-from scripts import rehearse as rehearse_module
-from scripts.rehearse import MIN_OBJECT_STORE_BYTES, listening_ports, machine_share
+from scripts.ops import rehearsal_setup
+from scripts.ops.local_cluster import listening_ports
+from scripts.ops.rehearsal_setup import MIN_OBJECT_STORE_BYTES, machine_share
 
 ROOT = Path(__file__).resolve().parent.parent
 BERLIN = ZoneInfo("Europe/Berlin")
 RUN_TIMEOUT_S = 400
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @dataclasses.dataclass
@@ -288,6 +289,6 @@ def test_nothing_of_the_rehearsal_is_left(rehearsal, request):
 def test_long_waits_keep_telling_the_person_watching(monkeypatch, capsys):
     monkeypatch.setattr(local_cluster, "PROGRESS_EVERY_S", 0.1)
     done_at = time.monotonic() + 0.35
-    assert rehearse_module.wait_until("the thing", lambda: time.monotonic() > done_at, timeout=5, every=0.02)
+    assert rehearsal_setup.wait_until("the thing", lambda: time.monotonic() > done_at, timeout=5, every=0.02)
     words = [line for line in capsys.readouterr().err.splitlines() if "still waiting for the thing" in line]
     assert 2 <= len(words) <= 4

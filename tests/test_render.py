@@ -3,8 +3,8 @@
 The prod stack is rendered once, by the real command line, at 22:00 in Berlin
 (every node live), and under `-X importtime` to prove it never imports Pulumi.
 Then: user-data through `cloud-init schema`, meta-data through cloud-init's own
-network parser, prometheus.yml (laid out as rendered) and the rules through
-`promtool`, every UFW rule through `ufw --dry-run` in a sandbox namespace, every
+network parser, prometheus.yml (laid out as rendered) and its rules through
+`promtool` (each UFW rule goes through `ufw --dry-run` in tests/test_firewall.py), every
 shell file through `sh -n`, containers.sh executed by sh (the `ray start` line
 parsed by Ray 2.60's own CLI; with a Docker CLI, every `docker run` parsed by
 Docker and compared with what the Pulumi components declare, under mocks).
@@ -28,7 +28,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-import netns
 from components.render import cloud_init, firewall_rules as fw, monitoring_config as mc, ray_start, offline as render
 from conftest import prod_raw, require_tool
 from scripts import render as render_cli
@@ -67,7 +66,6 @@ import json, os, sys
 with open(os.environ["DOCKER_ARGV_LOG"], "a") as log:
     log.write(json.dumps(sys.argv[1:]) + "\\n")
 """
-SANDBOX_IP = "10.77.0.1"  # exists only inside the sandbox namespace
 
 
 class Rendered(NamedTuple):
@@ -114,7 +112,7 @@ def test_every_node_is_rendered_and_marked_live_at_night(rendered, prod_config):
     assert {d.name for d in (rendered.out / "nodes").iterdir()} == set(nodes)
     for name, placed in nodes.items():
         files = {f.name for f in node_dir(rendered, name).iterdir()}
-        worker = {"drain.sh"} if not placed.node.head else set()
+        worker = {"drain.sh", "drain"} if not placed.node.head else set()
         assert files == {"user-data", "meta-data", "ufw.sh", "ufw-rules.txt", "containers.sh"} | worker
     summary = summary_of(rendered.out)
     assert summary["at"] == NIGHT.isoformat() and summary["liveTiers"] == list(prod_config.tiers)
@@ -156,11 +154,9 @@ def test_promtool_accepts_the_rendered_prometheus_layout(rendered):
     require_tool("promtool", "Debian's prometheus")
     config_dir = prometheus_dir(rendered.out)
     checked = run("promtool", "check", "config", str(config_dir / mc.PROMETHEUS_YML))
+    # promtool checks the rule files the config names (as Prometheus loads them) with it.
     rules = sorted((config_dir / mc.RULES_DIR).glob("*.yml"))
     assert rules and all(f"Checking {rule}" in checked.stdout + checked.stderr for rule in rules)
-    run("promtool", "check", "rules", *map(str, rules))
-    textfile = rendered.out / "monitoring" / Path(mc.NODE_EXPORTER_TEXTFILE.host).relative_to(mc.HOST_DIR)
-    run("promtool", "check", "metrics", input=(textfile / mc.EXPECTED_NODES_FILE).read_text())
 
 
 def test_monitoring_files_are_what_the_monitoring_host_gets(rendered, prod_config):
@@ -188,18 +184,6 @@ def test_ufw_files_carry_every_rule_of_each_node(rendered, prod_config):
         assert ufw_commands(rendered, placed.node.name) == [f"ufw {rule.command}" for rule in rules]
         lines = (node_dir(rendered, placed.node.name) / "ufw-rules.txt").read_text().splitlines()
         assert [line.split()[:4] for line in lines] == [["allow", f"{r.ports}/{r.proto}", "from", r.source] for r in rules]
-
-
-def test_ufw_dry_run_accepts_every_rendered_rule(rendered, prod_config, tmp_path):
-    netns.require_namespaces()
-    commands = sorted({c for p in prod_config.placed_nodes for c in ufw_commands(rendered, p.node.name)})
-    check = "".join(
-        f"{command.replace('ufw ', 'ufw --dry-run ', 1)} >/dev/null || echo {shlex.quote(f'rejected: {command}')}\n"
-        for command in commands
-    )
-    with netns.running_lab(SANDBOX_IP, peers={}) as sandbox:
-        result = netns.run_ufw(sandbox.node, netns.ufw_state_copy(tmp_path), check)
-    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
 
 
 def test_every_shell_file_parses_and_is_executable(rendered, prod_config):

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from scripts import scheduler
 from scripts.ops import scheduling
 from scripts.ops.ray_state import RayNodeView
 from components.render.drain_over_ssh import drain_over_ssh
+from conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENING = "2026-06-10T18:00:00+02:00"
@@ -396,7 +396,7 @@ class TestDrain:
         [argv] = run.ran
         placed = prod_config.placed("ray-hc-2")
         host_key = noon_stack.deployed["hostKeys"]["ray-hc-2"]
-        assert argv == ["sh", "-c", drain_over_ssh("rayops", "ray-hc-2", "10.20.0.22", host_key, drain.drain_command(prod_config, placed), unreachable_is_fatal=True)]
+        assert argv == ["sh", "-c", drain_over_ssh("rayops", "ray-hc-2", "10.20.0.22", host_key, drain.drain_command(placed), unreachable_is_fatal=True)]
         assert "drained_until_next_up" in run.event_names()
 
     @pytest.mark.parametrize("node, event", [("ray-ao-1", "refused_head"), ("ray-xx-9", "unknown_node")])
@@ -519,7 +519,6 @@ class TestTimers:
         assert "-m scripts.scheduler apply --if-due --stack prod" in exec_start
         assert re.search(r"^Type=oneshot$", service, re.MULTILINE)
 
-    @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
     @pytest.mark.parametrize(
         "base, expected",
         [
@@ -532,6 +531,7 @@ class TestTimers:
         ],
     )
     def test_systemd_fires_at_the_schedules_next_transition_across_daylight_saving(self, prod_config, base, expected):
+        require_tool("systemd-analyze", "systemd")
         timer = (ROOT / "scripts/systemd/ray-cluster-scheduler.timer").read_text()
         calendars = [c for c in re.findall(r"^OnCalendar=(.+)$", timer, re.MULTILINE) if len(c.split()) == 3]  # the edges
         result = subprocess.run(

@@ -111,12 +111,14 @@ def node(tmp_path):
         yield started
 
 
+@pytest.mark.netns
 def test_the_pinned_key_and_the_agent_are_all_ssh_needs(node):
     done = node.in_ns("ssh", *ssh_options("127.0.0.1", node.host_key), f"{USER}@127.0.0.1", "echo on-the-node")
     assert done.returncode == 0 and done.stdout == "on-the-node\n", done.stderr
     assert list(node.home.iterdir()) == []  # no known_hosts, no key, nothing under HOME
 
 
+@pytest.mark.netns
 def test_another_host_key_is_refused(node):
     refused = node.in_ns("ssh", *ssh_options("127.0.0.1", node.other_host_key), f"{USER}@127.0.0.1", "echo on-the-node")
     assert refused.returncode == 255 and "on-the-node" not in refused.stdout
@@ -127,6 +129,7 @@ def drain_script(node: Node, command: str, host_key: str | None = None, ip: str 
     return drain_over_ssh(USER, "ray-hc-1", ip, host_key or node.host_key, command, **kwargs)
 
 
+@pytest.mark.netns
 def test_the_drain_runs_on_the_node_through_the_pinned_connection(node):
     marker = node.root / "drained"
     done = node.in_ns("sh", "-c", drain_script(node, f"echo drained > {marker}; exit 0"))
@@ -134,10 +137,11 @@ def test_the_drain_runs_on_the_node_through_the_pinned_connection(node):
     assert marker.read_text() == "drained\n"
 
 
+@pytest.mark.netns
 def test_the_rendered_node_drain_finds_no_container_and_lets_the_removal_go_on(node, prod_config):
     """The real drain command, on a host without a running `ray-node` container: nothing to drain."""
     placed = prod_config.placed("ray-hc-1")
-    done = node.in_ns("sh", "-c", drain_script(node, drain.drain_command(prod_config, placed)))
+    done = node.in_ns("sh", "-c", drain_script(node, drain.drain_command(placed)))
     assert done.returncode == 0, done.stderr
 
 
@@ -145,6 +149,7 @@ def test_the_rendered_node_drain_finds_no_container_and_lets_the_removal_go_on(n
     "case,expected",
     [("no-agent", "no ssh-agent holds a key"), ("wrong-host-key", "Host key verification failed"), ("drain-failed", "")],
 )
+@pytest.mark.netns
 def test_what_is_not_a_dead_node_fails_the_delete(node, case, expected):
     host_key = node.other_host_key if case == "wrong-host-key" else None
     command = "exit 1" if case == "drain-failed" else "true"
@@ -153,6 +158,7 @@ def test_what_is_not_a_dead_node_fails_the_delete(node, case, expected):
     assert expected in failed.stderr and drain.ALARM_PREFIX not in failed.stderr
 
 
+@pytest.mark.netns
 def test_a_node_that_does_not_answer_is_removed_with_an_alarm_within_the_connect_timeout(node):
     started = time.monotonic()
     gone = node.in_ns("sh", "-c", drain_script(node, "true", ip=SILENT_IP), timeout=CONNECT_TIMEOUT_S * 4)
@@ -163,6 +169,7 @@ def test_a_node_that_does_not_answer_is_removed_with_an_alarm_within_the_connect
     assert CONNECT_TIMEOUT_S - 1 <= waited < CONNECT_TIMEOUT_S + 5
 
 
+@pytest.mark.netns
 def test_a_manual_drain_of_a_node_that_does_not_answer_fails_with_the_reason(node):
     gone = node.in_ns("sh", "-c", drain_script(node, "true", ip=SILENT_IP, unreachable_is_fatal=True), timeout=CONNECT_TIMEOUT_S * 4)
     assert gone.returncode == 1

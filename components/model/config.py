@@ -13,7 +13,7 @@ import datetime as dt
 import functools
 import ipaddress
 import re
-from typing import Annotated, Any, Literal, NamedTuple, Optional, Union
+from typing import Annotated, Any, Literal, Mapping, NamedTuple, Optional, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
@@ -162,11 +162,20 @@ class Tier(ConfigModel):
     def window(self) -> Optional[DailyWindow]:
         return None if isinstance(self.schedule, str) else self.schedule.daily()
 
+    @property
+    def scheduled_window(self) -> Optional[DailyWindow]:
+        """The window that makes this tier come and go: None when it is always on, or an override holds it."""
+        return self.window if self.override is None else None
+
     def live_at(self, at: dt.datetime) -> bool:
-        """Whether the schedule, then the override, want this tier's VMs at `at`."""
-        if self.override is not None:
-            return self.override == "on"
-        return self.window is None or self.window.wants_live(at)
+        """Whether this tier's VMs are wanted at `at`: the override first, then the schedule.
+
+        The one home of that rule; without a scheduled window the answer never changes.
+        """
+        window = self.scheduled_window
+        if window is not None:
+            return window.wants_live(at)
+        return self.override != "off"
 
 
 class Images(ConfigModel):
@@ -231,7 +240,7 @@ class ClusterConfig(ConfigModel):
     def _iso_with_offset(cls, value: Any) -> Any:
         return parse_instant(value) if isinstance(value, str) else value
 
-    def model_copy(self, *, update: Optional[dict[str, Any]] = None, deep: bool = False) -> ClusterConfig:
+    def model_copy(self, *, update: Optional[Mapping[str, Any]] = None, deep: bool = False) -> ClusterConfig:
         """A copy; what was cached from this model's nodes is not carried over."""
         copied = super().model_copy(update=update, deep=deep)
         for name in ("placed_nodes", "_by_name", "head", "monitoring_host"):
@@ -292,7 +301,7 @@ def _valid(model: Any, value: Any) -> Any:
 def _salvage(raw: dict[str, Any]) -> dict[str, Any]:
     """Whatever validates on its own, when the whole does not: the cross-key rules run on it."""
     parts: dict[str, Any] = {
-        name: _valid(field.annotation, raw.get(field.alias, field.default))
+        name: _valid(field.annotation, raw.get(field.alias or name, field.default))
         for name, field in ClusterConfig.model_fields.items()
         if name != "tiers"
     }
@@ -304,7 +313,7 @@ def _salvage(raw: dict[str, Any]) -> dict[str, Any]:
             tiers[name] = TierView.of(tier)
             continue
         tier_raw = tier_raw if isinstance(tier_raw, dict) else {}
-        node_list = tier_raw.get("nodes") if isinstance(tier_raw.get("nodes"), list) else []
+        node_list: list[Any] = tier_raw["nodes"] if isinstance(tier_raw.get("nodes"), list) else []
         nodes = [n for n in (_valid(Node, n) for n in node_list) if n is not None]
         complete = complete and len(nodes) == len(node_list)
         schedule = _valid(Schedule, tier_raw.get("schedule"))

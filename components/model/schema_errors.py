@@ -55,7 +55,7 @@ def schema_problems(error: pydantic.ValidationError, raw: Any, root: type[BaseMo
     return [p for p in problems if not (p.rule == _PLAIN["missing"] and p.key in meant)]
 
 
-def _got(e: dict) -> str:
+def _got(e: typing.Mapping[str, Any]) -> str:
     value = e.get("input")
     return "" if e["type"] == "missing" or isinstance(value, (dict, list)) else f" (got {value!r})"
 

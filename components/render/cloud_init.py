@@ -12,7 +12,7 @@ import base64
 
 import yaml
 
-from components.model.config import ClusterConfig, PlacedNode
+from components.model.config import ClusterConfig, PlacedNode, Proxy
 from components.render.ray_start import HOST_DATA_DIR, IMAGE_GID, IMAGE_UID
 
 USER_DATA_KEY = "userdata"  # guestinfo.<key>, as cloud-init's VMware datasource names it
@@ -85,21 +85,20 @@ def user_data(cfg: ClusterConfig, placed: PlacedNode, host_private_key: str, hos
         ],
     }
     if cfg.proxy is not None:
-        document.update(proxy_settings(cfg))
+        document.update(proxy_settings(cfg, cfg.proxy))
     return "#cloud-config\n" + _yaml(document)
 
 
 DOCKER_PROXY_DROP_IN = "/etc/systemd/system/docker.service.d/http-proxy.conf"
 
 
-def proxy_settings(cfg: ClusterConfig) -> dict:
+def proxy_settings(cfg: ClusterConfig, proxy: Proxy) -> dict:
     """apt and the Docker engine (which pulls every image) through the data centre's proxy.
 
     The drop-in is written before the packages are installed (cloud-init's
     write_files runs in its init stage, package installs later), so Docker's
     first start already has it. The cluster network bypasses the proxy.
     """
-    proxy = cfg.proxy
     https = proxy.https or proxy.http
     no_proxy = ",".join(["localhost", "127.0.0.1", str(cfg.network.cidr), *proxy.no_proxy])
     service = (

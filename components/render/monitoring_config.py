@@ -173,12 +173,19 @@ def _on_host(mount: Mount, files: dict[str, str]) -> dict[str, str]:
 
 
 def config_files(cfg: ClusterConfig) -> dict[str, str]:
-    """The monitoring host's files that change only with the code or config, by host path."""
+    """The monitoring host's files that change only with the code or config, by host path.
+
+    Not the dashboards (dashboard_files): about 2 MB, copied by a resource of their own.
+    """
     return {
         **_on_host(PROMETHEUS_CONFIG, {PROMETHEUS_YML: prometheus_yml(), **rule_files()}),
         **_on_host(GRAFANA_PROVISIONING, grafana_provisioning(cfg)),
-        **_on_host(GRAFANA_DASHBOARDS, dashboards()),
     }
+
+
+def dashboard_files() -> dict[str, str]:
+    """The Grafana dashboards, by host path."""
+    return _on_host(GRAFANA_DASHBOARDS, dashboards())
 
 
 def schedule_files(cfg: ClusterConfig, at: dt.datetime) -> dict[str, str]:
@@ -192,17 +199,15 @@ def schedule_files(cfg: ClusterConfig, at: dt.datetime) -> dict[str, str]:
 def live_intervals(tier: Tier, at: dt.datetime) -> list[tuple[float, float]]:
     """[from, until) Unix times in which `tier` should run, covering `at`'s month plus SCHEDULE_COVERAGE.
 
-    The same decision as `Tier.live_at`: the override first, then the schedule
-    (a window counts until its drain start). An always-on tier is live forever.
+    `Tier.live_at`, over time: a tier without a scheduled window is live always
+    or never; a window counts until its drain start.
     The span is anchored to the calendar month, not to `at`, so the file (and the
     command that writes it) stays the same from run to run: a run with nothing
     to do changes nothing, and the file changes once a month.
     """
-    if tier.override == "off":
-        return []
-    window = tier.window
-    if tier.override == "on" or window is None:
-        return [(0.0, math.inf)]
+    window = tier.scheduled_window
+    if window is None:
+        return [(0.0, math.inf)] if tier.live_at(at) else []
     zone = ZoneInfo(window.timezone)
     month = at.astimezone(zone).date().replace(day=1)
     anchor = dt.datetime.combine(month, dt.time(), tzinfo=zone)

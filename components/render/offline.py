@@ -8,7 +8,7 @@ instant or not (`--at`, default: the stack's pinned `at`, else now), DIR gets:
     nodes/<node>/user-data, meta-data   cloud-init (vSphere guestinfo)
     nodes/<node>/ufw.sh, ufw-rules.txt  the firewall script and its rules, one per line
     nodes/<node>/containers.sh          every container of the node, as `docker run`
-    nodes/<node>/drain.sh               workers: what drain-on-delete runs before removal
+    nodes/<node>/drain.sh, drain/       workers: what drain-on-delete runs before removal, and its program
     monitoring/...                      the monitoring host's files, laid out as under HOST_DIR
     summary.md, summary.json            tiers, sizes, live or not, open ports per node
 
@@ -139,9 +139,12 @@ def node_files(cfg: ClusterConfig, placed: PlacedNode, live: bool, at: dt.dateti
     if not placed.node.head:
         files["drain.sh"] = (
             "#!/bin/sh\n"
-            f"# What {placed.node.name}'s drain-on-delete runs (over SSH) before its container and VM are removed.\n"
-            + drain.drain_command(cfg, placed)
+            f"# What {placed.node.name}'s drain-on-delete runs (over SSH) before its container and VM are removed;\n"
+            f"# it runs the program in drain/, which the VM has under {drain.DRAIN_DIR}.\n"
+            + drain.drain_command(placed)
         )
+        settings = drain.drain_settings(cfg, placed)
+        files.update({f"drain/{path}": text for path, text in drain.drain_files(settings).items()})
     return files
 
 
@@ -150,7 +153,7 @@ def node_files(cfg: ClusterConfig, placed: PlacedNode, live: bool, at: dt.dateti
 
 def monitoring_host_files(cfg: ClusterConfig, at: dt.datetime) -> dict[str, str]:
     """Every file MonitoringStack writes on the monitoring host, by host path."""
-    return {**mc.config_files(cfg), **mc.schedule_files(cfg, at)}
+    return {**mc.config_files(cfg), **mc.dashboard_files(), **mc.schedule_files(cfg, at)}
 
 
 # ---- Summary ----
@@ -232,7 +235,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
     lines = [
         f"# Stack {s['stack']} at {s['at']}",
         "",
-        "Rendered offline (`python -m components.render`). Live: what the schedule and override want at this instant.",
+        "Rendered offline (`python -m scripts.render`). Live: what the schedule and override want at this instant.",
         "",
         "## Tiers",
         "",

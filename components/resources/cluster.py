@@ -85,7 +85,8 @@ class RayCluster(pulumi.ComponentResource):
             )
             if not placed.node.maintenance:
                 node = RayNode(
-                    cfg, placed, docker_provider, vm.host_public_key, ray_token, vm.vm, firewall.command, head=head, opts=child
+                    cfg, placed, docker_provider, vm.host_public_key, ray_token, vm.vm, firewall.command, connection,
+                    head=head, opts=child,
                 )
                 head = head or node
                 self.nodes[node_name] = node

@@ -33,7 +33,8 @@ def docker_container(
     plain_env = [f"{name}={value}" for name, value in sorted(spec.env.items())]
     envs: pulumi.Input = plain_env or None
     if spec.secret_env:
-        values = pulumi.Output.secret(pulumi.Output.all(*(secrets[name] for name in spec.secret_env)))
+        given = secrets or {}
+        values: pulumi.Output[list[str]] = pulumi.Output.secret(pulumi.Output.all(*[given[name] for name in spec.secret_env]))
         envs = values.apply(lambda vs: plain_env + [f"{name}={v}" for name, v in zip(spec.secret_env, vs)])
     health = spec.health
     volumes = [

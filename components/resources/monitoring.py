@@ -10,6 +10,8 @@ reloads Prometheus without touching any container.
 from __future__ import annotations
 
 import datetime as dt
+import shlex
+from pathlib import PurePosixPath
 from typing import Optional
 
 import pulumi
@@ -20,6 +22,7 @@ from pulumi_command import remote
 from components.render import containers
 from components.render import monitoring_config as mc
 from components.model.config import ClusterConfig, PlacedNode
+from components.model.stack import PROJECT_DIR
 from components.resources.docker_container import docker_container, on_docker
 from components.render.remote_files import write_files_script
 
@@ -97,6 +100,7 @@ class MonitoringStack(pulumi.ComponentResource):
         config_files = write("monitoring-config", mc.config_files(cfg))
         # Changes when a tier comes or goes: files only, Prometheus re-reads them.
         self.targets = write("scrape-targets", mc.schedule_files(cfg, at))
+        self.dashboards = self._dashboards(cfg, connection, vm, firewall_ready)
 
         after_config = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[config_files]))
         prometheus_data = docker.Volume(f"{host}-prometheus-data", name="prometheus-data", opts=volume_opts)
@@ -110,10 +114,38 @@ class MonitoringStack(pulumi.ComponentResource):
         grafana_data = docker.Volume(f"{host}-grafana-data", name="grafana-data", opts=volume_opts)
         self.grafana = images.container(
             containers.grafana_container(cfg),
-            after_config,
+            pulumi.ResourceOptions.merge(after_config, pulumi.ResourceOptions(depends_on=[self.dashboards])),
             secrets={"GF_SECURITY_ADMIN_PASSWORD": self.grafana_admin_password},
             volume_names={"grafana-data": grafana_data.name},
         )
         self.register_outputs(
             {"prometheusUrl": mc.prometheus_url(cfg), "grafanaUrl": mc.grafana_url(cfg)}
+        )
+
+    def _dashboards(
+        self, cfg: ClusterConfig, connection: remote.ConnectionArgs, vm: pulumi.Resource, firewall_ready: pulumi.Resource
+    ) -> remote.CopyToRemote:
+        """The Grafana dashboards (about 2 MB) copied as files over SFTP, not carried in a command's stdin.
+
+        SFTP writes as the SSH user: the directory is made theirs first. A source
+        directory without a trailing slash lands in remote_path/<its name>
+        (pulumi-command provider/pkg/provider/remote/copyController.go, sftpCopy).
+        Grafana's file provider picks changes up by itself.
+        """
+        target = PurePosixPath(mc.GRAFANA_DASHBOARDS.host)
+        host = cfg.monitoring_host.node.name
+        on_vm = pulumi.ResourceOptions(parent=self, depends_on=[firewall_ready], deleted_with=vm)
+        owned = remote.Command(
+            f"{host}-grafana-dashboards-dir",
+            connection=connection,
+            create=f"sudo install -d -m 0755 -o {shlex.quote(cfg.ssh.user)} {shlex.quote(str(target))}",
+            opts=on_vm,
+        )
+        return remote.CopyToRemote(
+            f"{host}-grafana-dashboards",
+            connection=connection,
+            # Relative to the project directory, where Pulumi runs the program: the same on every machine.
+            source=pulumi.FileArchive(str(mc.DASHBOARDS_SOURCE_DIR.relative_to(PROJECT_DIR))),
+            remote_path=str(target.parent),
+            opts=pulumi.ResourceOptions.merge(on_vm, pulumi.ResourceOptions(depends_on=[owned])),
         )

@@ -6,7 +6,7 @@ from typing import Optional
 
 import pulumi
 import pulumi_docker as docker
-from pulumi_command import local
+from pulumi_command import local, remote
 
 from components.render import drain
 from components.model.config import ClusterConfig, PlacedNode
@@ -28,6 +28,7 @@ class RayNode(pulumi.ComponentResource):
         ray_token: pulumi.Output,
         vm: pulumi.Resource,
         firewall_ready: pulumi.Resource,
+        connection: remote.ConnectionArgs,
         head: Optional["RayNode"] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
@@ -36,7 +37,7 @@ class RayNode(pulumi.ComponentResource):
         on_node = on_docker(self, docker_provider, vm)
         spec = ray_container(cfg, placed)
         self.image = docker.RemoteImage(f"{name}-ray-image", name=spec.image, keep_locally=True, opts=on_node)
-        self.container = docker_container(
+        self.container: docker.Container = docker_container(
             f"{name}-ray",
             spec,
             self.image.image_id,
@@ -50,6 +51,7 @@ class RayNode(pulumi.ComponentResource):
             input_labels={HEAD_CONTAINER_LABEL: head.container.id} if head else None,
         )
 
+        self.drain_program: Optional[remote.Command] = None
         self.drain_on_delete: Optional[local.Command] = None
         if not placed.node.head:
             # Deleted before the container and the VM it depends on: whoever removes
@@ -60,7 +62,16 @@ class RayNode(pulumi.ComponentResource):
             # replace, before that resource. Never `deleted_with` the VM: it must run.
             # A local command that SSHes itself (components/render/drain_over_ssh.py), so a
             # node that does not answer is removed with an alarm instead of failing every run.
-            command = drain.drain_command(cfg, placed)
+            # The program and its settings are files on the VM (their own resource), so
+            # `delete` stays a few stable lines that a program change never re-diffs.
+            self.drain_program = remote.Command(
+                f"{name}-drain-program",
+                connection=connection,
+                create="sudo sh -s",
+                stdin=drain.delivery_script(drain.drain_files(drain.drain_settings(cfg, placed))),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall_ready], deleted_with=vm),
+            )
+            command = drain.drain_command(placed)
             self.drain_on_delete = local.Command(
                 f"{name}-drain-on-delete",
                 create="true",
@@ -68,6 +79,8 @@ class RayNode(pulumi.ComponentResource):
                     lambda key: drain_over_ssh(cfg.ssh.user, name, str(placed.node.ip), key, command)
                 ),
                 triggers=[self.container.id],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.container], delete_before_replace=True),
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.container, self.drain_program], delete_before_replace=True
+                ),
             )
         self.register_outputs({"containerId": self.container.id, "imageId": self.image.image_id})

@@ -76,7 +76,7 @@ class RayVm(pulumi.ComponentResource):
             self.host_key.private_key_openssh, self.host_key.public_key_openssh
         ).apply(lambda keys: cloud_init.user_data(cfg, placed, keys[0], keys[1]))
         # The user-data carries the host private key: keep it secret in state and diffs.
-        extra_config = pulumi.Output.secret(
+        extra_config: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
             user_data.apply(lambda text: cloud_init.guestinfo(cloud_init.metadata(cfg, placed), text))
         )
 

@@ -356,7 +356,7 @@ class Deployment:
         # E8 for the delete-before-replace chains, now that every delete of the run is known.
         self.rounds = [
             [
-                Step(s.op, s.urn, s.why, s.reboots, calls_provider=not (self._deleted_with(s.urn) in self.deletes))
+                Step(s.op, s.urn, s.why, s.reboots, calls_provider=self._deleted_with(s.urn) not in self.deletes)
                 if s.op.startswith("delete") and s.calls_provider
                 else s
                 for s in round_

@@ -9,7 +9,8 @@ Ray integration tests and the local rehearsal:
         ...  # cluster.client_env() lets drivers and tools in
 
 Nodes start one after another (started together they race for socket names)
-and are stopped by process group on exit, also when something failed.
+and are stopped on exit, also when something failed: every process group of
+each node's session, then a wait until none of its ports listens.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from components.render.ray_start import RayNodeSettings
 
 LOOPBACK = "127.0.0.1"
 PROGRESS_EVERY_S = 10
+PORTS_TIMEOUT_S = 30  # a stopped node's ports close within this
 
 
 class Heartbeat:
@@ -217,38 +219,68 @@ class LocalCluster:
             kill_node_processes(node)
 
 
-def kill_node_processes(node: LocalNode) -> None:
-    """SIGKILL whatever is left of one node: its process groups and anything naming its temp dir.
+def kill_node_processes(node: LocalNode, ports_timeout: float = PORTS_TIMEOUT_S) -> set[int]:
+    """SIGKILL whatever is left of one node, then wait until none of its ports listens;
+    the ports still listening after `ports_timeout` (none, normally).
 
-    A scoped `ray stop`: the real one would stop every Ray on the machine.
+    Whatever is left: every process group of the node's session (its entrypoint
+    leads one: Ray's workers may start groups of their own, never a session) and
+    of any process naming its temp dir; again until none is found, as a raylet
+    may start a worker while it is being killed. A scoped `ray stop`: the real
+    one would stop every Ray on the machine.
     """
-    groups = {node.process.pid}
-    for pid in _pids_mentioning(node.settings.temp_dir):
-        try:
-            groups.add(os.getpgid(pid))
-        except ProcessLookupError:
-            pass
-    groups.discard(os.getpgrp())
-    for group in groups:
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    give_up = time.monotonic() + ports_timeout
+    while groups := _node_groups(node) - {os.getpgrp()}:
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        if time.monotonic() > give_up:
+            break
+        time.sleep(0.1)
     if node.process.poll() is None:
         node.process.wait(timeout=10)
+    ports = node_ports(node.settings)
+    while (still := ports & listening_ports()) and time.monotonic() < give_up:
+        time.sleep(0.2)
+    return still
 
 
-def _pids_mentioning(text: str) -> list[int]:
-    needle = text.encode()
-    pids = []
+def _node_groups(node: LocalNode) -> set[int]:
+    """The process groups of the node's live processes: its session's, and any naming its temp dir.
+
+    Zombies are dead already (and hold no port): whoever adopted them reaps them.
+    """
+    needle = node.settings.temp_dir.encode()
+    groups = set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
-            try:
-                if needle in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                pass
-    return pids
+            pid = int(proc.name)
+            with contextlib.suppress(OSError):  # gone meanwhile
+                if (proc / "stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                    continue
+                if os.getsid(pid) == node.process.pid or needle in (proc / "cmdline").read_bytes():
+                    groups.add(os.getpgid(pid))
+    return groups
+
+
+def node_ports(s: RayNodeSettings) -> set[int]:
+    """Every port a node may listen on, its worker range included."""
+    fields = {f.name: getattr(s.ports, f.name) for f in dataclasses.fields(s.ports)}
+    return {port for name, port in fields.items() if name not in ("min_worker", "max_worker")} | set(
+        range(fields["min_worker"], fields["max_worker"] + 1)
+    )
+
+
+def listening_ports() -> set[int]:
+    """Every TCP port something listens on in this network namespace, on any address."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                local_address, state = line.split()[1], line.split()[3]
+                if state == "0A":  # TCP_LISTEN
+                    ports.add(int(local_address.rsplit(":", 1)[1], 16))
+    return ports
 
 
 @contextlib.contextmanager

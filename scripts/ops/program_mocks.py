@@ -85,7 +85,10 @@ def _secret_keys(struct) -> set[str]:
 
 
 def _unwrap_secrets(value):
-    """Inputs as plain values (which ones were secret is recorded separately)."""
+    """Inputs as plain values (which ones were secret is recorded separately); an archive as
+    the engine sees it, its signature and path."""
+    if isinstance(value, pulumi.FileArchive):
+        return {rpc._special_sig_key: rpc._special_archive_sig, "path": value.path}
     if isinstance(value, dict):
         if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
             return _unwrap_secrets(value["value"])

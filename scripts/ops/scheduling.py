@@ -87,14 +87,13 @@ class Tools:
 def desired_state(cfg: ClusterConfig, at: dt.datetime) -> dict:
     tiers = {}
     for name, tier in cfg.tiers.items():
-        window = tier.window
-        follows_window = window is not None and tier.override is None
+        window = tier.scheduled_window
         tiers[name] = {
             "live": tier.live_at(at),
             "override": tier.override,
             "nextTransition": (
                 window.next_transition(at).astimezone(ZoneInfo(window.timezone)).isoformat()
-                if follows_window
+                if window is not None
                 else None
             ),
         }
@@ -356,7 +355,7 @@ def drain_node(cfg: ClusterConfig, stack, node_name: str, tools: Tools) -> dict:
     if node_name not in host_keys:
         raise Failure(FAILED, "not_deployed", node=node_name, message="the stack has no host key for this node: is it deployed?")
     script = drain_over_ssh(
-        cfg.ssh.user, node_name, str(placed.node.ip), host_keys[node_name], drain.drain_command(cfg, placed),
+        cfg.ssh.user, node_name, str(placed.node.ip), host_keys[node_name], drain.drain_command(placed),
         unreachable_is_fatal=True,
     )
     tools.log("info", "draining", node=node_name, tier=placed.tier_name, ip=str(placed.node.ip))

@@ -10,16 +10,16 @@ import pulumi_docker as docker
 import pulumi_random as random
 import pulumi_vsphere as vsphere
 
-from components.render import monitoring_config
-
 from components.model import ports
-from components.model.config import ClusterConfig
-from components.resources.firewall import Firewall
-from components.resources.monitoring import MonitoringStack, NodeExporters
-from components.resources.ray_node import RayNode
+from components.model.config import ClusterConfig, PlacedNode
+from components.render import cloud_init, containers, drain, firewall_rules, monitoring_config
+from components.resources.firewall import Firewall, FirewallArgs
+from components.resources.monitoring import MonitoringArgs, MonitoringStack, NodeExporters, NodeExportersArgs
+from components.resources.node import OnNode
+from components.resources.ray_node import DrainArgs, RayNode, RayNodeArgs
 from components.resources.ssh_access import SshAccess, authorized_keys_command
 from components.resources.stack_config import ClusterSecrets
-from components.resources.vm import Placement, RayVm
+from components.resources.vm import Placement, RayVm, VmArgs
 
 
 class RayCluster(pulumi.ComponentResource):
@@ -33,7 +33,7 @@ class RayCluster(pulumi.ComponentResource):
     ):
         super().__init__("ray-cluster:index:RayCluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        placement = Placement.lookup(cfg)
+        placement = Placement.lookup(cfg.vsphere)
 
         # Tags exist for every tier, live or not, so a tier change never touches them.
         category = vsphere.TagCategory(
@@ -69,11 +69,12 @@ class RayCluster(pulumi.ComponentResource):
         head: Optional[RayNode] = None
         for placed in live_nodes:
             node_name, ip = placed.node.name, str(placed.node.ip)
-            vm = RayVm(cfg, placed, placement, tier_tags[placed.tier_name].id, opts=vm_opts)
+            vm = RayVm(vm_args(cfg, placed, tier_tags[placed.tier_name].id), placement, opts=vm_opts)
             host_keys[node_name] = vm.host_public_key
             connection = ssh.connection(ip, vm.host_public_key)
-            authorized_keys_command(node_name, cfg, connection, vm.vm, parent=vm)
-            firewall = Firewall(cfg, placed, connection, vm.vm, opts=child)
+            authorized_keys_command(node_name, cloud_init.authorized_keys(cfg), connection, vm.vm, parent=vm)
+            script = firewall_rules.ufw_script(firewall_rules.firewall_rules(cfg, placed))
+            firewall = Firewall(FirewallArgs(node_name, script, connection, vm.vm), opts=child)
             docker_host, ssh_opts = ssh.docker_host(ip, vm.host_public_key)
             docker_provider = docker.Provider(
                 f"{node_name}-docker",
@@ -83,25 +84,15 @@ class RayCluster(pulumi.ComponentResource):
                 # The firewall step waits for cloud-init, which installs Docker.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall.command], deleted_with=vm.vm),
             )
+            on = OnNode(node_name, vm.vm, connection, docker_provider, firewall.command)
             if not placed.node.maintenance:
-                node = RayNode(
-                    cfg, placed, docker_provider, vm.host_public_key, ray_token, vm.vm, firewall.command, connection,
-                    head=head, opts=child,
-                )
+                node = RayNode(ray_node_args(cfg, placed, on, ray_token, vm.host_public_key, head), opts=child)
                 head = head or node
                 self.nodes[node_name] = node
-            NodeExporters(cfg, placed, docker_provider, vm.vm, firewall.command, opts=child)
-            if placed.node.name == cfg.monitoring_host.node.name:
-                self.monitoring = MonitoringStack(
-                    cfg,
-                    at,
-                    docker_provider,
-                    connection,
-                    vm.vm,
-                    firewall.command,
-                    secrets.grafana_admin_password,
-                    opts=child,
-                )
+            exporters = (containers.node_exporter_container(cfg, placed), containers.cadvisor_container(cfg))
+            NodeExporters(NodeExportersArgs(on, exporters), opts=child)
+            if node_name == cfg.monitoring_host.node.name:
+                self.monitoring = MonitoringStack(monitoring_args(cfg, at, on, secrets.grafana_admin_password), opts=child)
 
         head_ip = str(cfg.head.node.ip)
         self.outputs = {
@@ -124,3 +115,51 @@ class RayCluster(pulumi.ComponentResource):
             "grafanaAdminPassword": pulumi.Output.secret(self.monitoring.grafana_admin_password),
         }
         self.register_outputs(self.outputs)
+
+
+def vm_args(cfg: ClusterConfig, placed: PlacedNode, tier_tag_id: pulumi.Input[str]) -> VmArgs:
+    return VmArgs(
+        name=placed.node.name,
+        vcpu=placed.tier.vcpu,
+        memory_gb=placed.tier.memory_gb,
+        disk_gb=placed.tier.disk_gb,
+        metadata=cloud_init.metadata(cfg, placed),
+        user_data=lambda private, public: cloud_init.user_data(cfg, placed, private, public),
+        tier_tag_id=tier_tag_id,
+    )
+
+
+def ray_node_args(
+    cfg: ClusterConfig, placed: PlacedNode, on: OnNode, ray_token: pulumi.Output, host_public_key: pulumi.Output,
+    head: Optional[RayNode],
+) -> RayNodeArgs:
+    worker_drain = None
+    if not placed.node.head:
+        worker_drain = DrainArgs(
+            delivery_script=drain.delivery_script(drain.drain_files(drain.drain_settings(cfg, placed))),
+            command=drain.drain_command(placed),
+            ssh_user=cfg.ssh.user,
+            node_ip=str(placed.node.ip),
+            host_public_key=host_public_key,
+        )
+    return RayNodeArgs(
+        on=on,
+        container=containers.ray_container(cfg, placed),
+        ray_token=ray_token,
+        head_container=head.container if head else None,
+        drain=worker_drain,
+    )
+
+
+def monitoring_args(cfg: ClusterConfig, at: dt.datetime, on: OnNode, grafana_admin_password: Optional[pulumi.Output]) -> MonitoringArgs:
+    return MonitoringArgs(
+        on=on,
+        ssh_user=cfg.ssh.user,
+        config_files=monitoring_config.config_files(cfg),
+        schedule_files=monitoring_config.schedule_files(cfg, at),
+        prometheus=containers.prometheus_container(cfg),
+        grafana=containers.grafana_container(cfg),
+        grafana_admin_password=grafana_admin_password,
+        prometheus_url=monitoring_config.prometheus_url(cfg),
+        grafana_url=monitoring_config.grafana_url(cfg),
+    )

@@ -1,44 +1,45 @@
 """A node's UFW firewall, converged over SSH before anything listens."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
 from pulumi_command import remote
 
 from components.render import firewall_rules
-from components.model.config import ClusterConfig, PlacedNode
+
+
+@dataclass(frozen=True)
+class FirewallArgs:
+    node_name: str
+    script: str  # firewall_rules.ufw_script: converges the host to exactly the node's rules
+    connection: remote.ConnectionArgs
+    vm: pulumi.Resource
 
 
 class Firewall(pulumi.ComponentResource):
-    def __init__(
-        self,
-        cfg: ClusterConfig,
-        placed: PlacedNode,
-        connection: remote.ConnectionArgs,
-        vm: pulumi.Resource,
-        opts: Optional[pulumi.ResourceOptions] = None,
-    ):
-        name = placed.node.name
+    def __init__(self, args: FirewallArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        name = args.node_name
         super().__init__("ray-cluster:index:Firewall", name, None, opts)
-        self.script = firewall_rules.ufw_script(firewall_rules.firewall_rules(cfg, placed))
+        self.script = args.script
         # The script converges the host to exactly this rule set; a changed rule set
         # changes stdin, which re-runs it, and a replaced VM gets it anew (`deleted_with`
         # the VM: replaced with it, and no SSH to a VM that is going anyway).
         # cloud-init may still be installing ufw when SSH first answers, hence the wait.
         self.command = remote.Command(
             firewall_rules.firewall_name(name),
-            connection=connection,
+            connection=args.connection,
             create=f"cloud-init status --wait >/dev/null; sudo flock {firewall_rules.GUARD_LOCK} sh -s",
             stdin=self.script,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[vm], deleted_with=vm),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.vm], deleted_with=args.vm),
         )
         # Then a timer re-applies the same script, so a hand-made change does not last.
         self.guard = remote.Command(
             f"{name}-ufw-guard",
-            connection=connection,
+            connection=args.connection,
             create="sudo sh -s",
             stdin=firewall_rules.guard_install_script(self.script),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.command], deleted_with=vm),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.command], deleted_with=args.vm),
         )
         self.register_outputs({"rules": self.script})

@@ -9,8 +9,8 @@ reloads Prometheus without touching any container.
 """
 from __future__ import annotations
 
-import datetime as dt
 import shlex
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Optional
 
@@ -21,9 +21,9 @@ from pulumi_command import remote
 
 from components.render import containers
 from components.render import monitoring_config as mc
-from components.model.config import ClusterConfig, PlacedNode
 from components.model.stack import PROJECT_DIR
 from components.resources.docker_container import docker_container, on_docker
+from components.resources.node import OnNode
 from components.render.remote_files import write_files_script
 
 RELOAD_PROMETHEUS = "docker kill --signal HUP prometheus >/dev/null 2>&1 || true"
@@ -44,46 +44,46 @@ class _Pinned:
         return docker_container(f"{self.node_name}-{spec.name}", spec, image.image_id, opts, **kwargs)
 
 
+@dataclass(frozen=True)
+class NodeExportersArgs:
+    on: OnNode
+    containers: tuple[containers.ContainerSpec, ...]  # node-exporter and cAdvisor, as rendered for this node
+
+
 class NodeExporters(pulumi.ComponentResource):
     """node-exporter and cAdvisor on one node."""
 
-    def __init__(
-        self,
-        cfg: ClusterConfig,
-        placed: PlacedNode,
-        docker_provider: docker.Provider,
-        vm: pulumi.Resource,
-        firewall_ready: pulumi.Resource,
-        opts: Optional[pulumi.ResourceOptions] = None,
-    ):
-        name = placed.node.name
-        super().__init__("ray-cluster:index:NodeExporters", name, None, opts)
-        on_node = on_docker(self, docker_provider, vm)
-        images = _Pinned(name, on_node)
-        on_node = pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[firewall_ready]))
-        self.node_exporter = images.container(containers.node_exporter_container(cfg, placed), on_node)
-        self.cadvisor = images.container(containers.cadvisor_container(cfg), on_node)
+    def __init__(self, args: NodeExportersArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        on = args.on
+        super().__init__("ray-cluster:index:NodeExporters", on.name, None, opts)
+        on_node = on_docker(self, on.docker_provider, on.vm)
+        images = _Pinned(on.name, on_node)
+        on_node = pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[on.firewall_ready]))
+        self.containers = [images.container(spec, on_node) for spec in args.containers]
         self.register_outputs({})
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    on: OnNode  # the monitoring host
+    ssh_user: str  # owns the dashboards directory, which SFTP writes as that user
+    config_files: dict[str, str]  # host path -> text: prometheus.yml, rules, Grafana provisioning
+    schedule_files: dict[str, str]  # host path -> text: what changes when a tier comes or goes
+    prometheus: containers.ContainerSpec
+    grafana: containers.ContainerSpec
+    grafana_admin_password: Optional[pulumi.Output]  # None: generated
+    prometheus_url: str
+    grafana_url: str
 
 
 class MonitoringStack(pulumi.ComponentResource):
     """Prometheus and Grafana on the monitoring host, and the files they read."""
 
-    def __init__(
-        self,
-        cfg: ClusterConfig,
-        at: dt.datetime,
-        docker_provider: docker.Provider,
-        connection: remote.ConnectionArgs,
-        vm: pulumi.Resource,
-        firewall_ready: pulumi.Resource,
-        grafana_admin_password: Optional[pulumi.Output],
-        opts: Optional[pulumi.ResourceOptions] = None,
-    ):
-        host = cfg.monitoring_host.node.name
+    def __init__(self, args: MonitoringArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        on, host = args.on, args.on.name
         super().__init__("ray-cluster:index:Monitoring", host, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        on_host = on_docker(self, docker_provider, vm)
+        on_host = on_docker(self, on.docker_provider, on.vm)
         images = _Pinned(host, on_host)
         # Volume names are fixed too: a replacement deletes the old volume first.
         volume_opts = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(delete_before_replace=True))
@@ -91,40 +91,36 @@ class MonitoringStack(pulumi.ComponentResource):
         def write(name: str, files: dict[str, str]) -> remote.Command:
             return remote.Command(
                 f"{host}-{name}",
-                connection=connection,
+                connection=on.connection,
                 create="sudo sh -s",
                 stdin=write_files_script(files, then=RELOAD_PROMETHEUS),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall_ready], deleted_with=vm),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[on.firewall_ready], deleted_with=on.vm),
             )
 
-        config_files = write("monitoring-config", mc.config_files(cfg))
+        config_files = write("monitoring-config", args.config_files)
         # Changes when a tier comes or goes: files only, Prometheus re-reads them.
-        self.targets = write("scrape-targets", mc.schedule_files(cfg, at))
-        self.dashboards = self._dashboards(cfg, connection, vm, firewall_ready)
+        self.targets = write("scrape-targets", args.schedule_files)
+        self.dashboards = self._dashboards(on, args.ssh_user)
 
         after_config = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[config_files]))
         prometheus_data = docker.Volume(f"{host}-prometheus-data", name="prometheus-data", opts=volume_opts)
         self.prometheus = images.container(
-            containers.prometheus_container(cfg), after_config, volume_names={"prometheus-data": prometheus_data.name}
+            args.prometheus, after_config, volume_names={"prometheus-data": prometheus_data.name}
         )
 
-        self.grafana_admin_password = grafana_admin_password or random.RandomPassword(
+        self.grafana_admin_password = args.grafana_admin_password or random.RandomPassword(
             "grafana-admin-password", length=32, special=False, opts=child
         ).result
         grafana_data = docker.Volume(f"{host}-grafana-data", name="grafana-data", opts=volume_opts)
         self.grafana = images.container(
-            containers.grafana_container(cfg),
+            args.grafana,
             pulumi.ResourceOptions.merge(after_config, pulumi.ResourceOptions(depends_on=[self.dashboards])),
             secrets={"GF_SECURITY_ADMIN_PASSWORD": self.grafana_admin_password},
             volume_names={"grafana-data": grafana_data.name},
         )
-        self.register_outputs(
-            {"prometheusUrl": mc.prometheus_url(cfg), "grafanaUrl": mc.grafana_url(cfg)}
-        )
+        self.register_outputs({"prometheusUrl": args.prometheus_url, "grafanaUrl": args.grafana_url})
 
-    def _dashboards(
-        self, cfg: ClusterConfig, connection: remote.ConnectionArgs, vm: pulumi.Resource, firewall_ready: pulumi.Resource
-    ) -> remote.CopyToRemote:
+    def _dashboards(self, on: OnNode, ssh_user: str) -> remote.CopyToRemote:
         """The Grafana dashboards (about 2 MB) copied as files over SFTP, not carried in a command's stdin.
 
         SFTP writes as the SSH user: the directory is made theirs first. A source
@@ -133,17 +129,16 @@ class MonitoringStack(pulumi.ComponentResource):
         Grafana's file provider picks changes up by itself.
         """
         target = PurePosixPath(mc.GRAFANA_DASHBOARDS.host)
-        host = cfg.monitoring_host.node.name
-        on_vm = pulumi.ResourceOptions(parent=self, depends_on=[firewall_ready], deleted_with=vm)
+        on_vm = pulumi.ResourceOptions(parent=self, depends_on=[on.firewall_ready], deleted_with=on.vm)
         owned = remote.Command(
-            f"{host}-grafana-dashboards-dir",
-            connection=connection,
-            create=f"sudo install -d -m 0755 -o {shlex.quote(cfg.ssh.user)} {shlex.quote(str(target))}",
+            f"{on.name}-grafana-dashboards-dir",
+            connection=on.connection,
+            create=f"sudo install -d -m 0755 -o {shlex.quote(ssh_user)} {shlex.quote(str(target))}",
             opts=on_vm,
         )
         return remote.CopyToRemote(
-            f"{host}-grafana-dashboards",
-            connection=connection,
+            f"{on.name}-grafana-dashboards",
+            connection=on.connection,
             # Relative to the project directory, where Pulumi runs the program: the same on every machine.
             source=pulumi.FileArchive(str(mc.DASHBOARDS_SOURCE_DIR.relative_to(PROJECT_DIR))),
             remote_path=str(target.parent),

@@ -2,58 +2,67 @@
 (on workers) the drain-on-delete resource."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
 import pulumi_docker as docker
 from pulumi_command import local, remote
 
-from components.render import drain
-from components.model.config import ClusterConfig, PlacedNode
-from components.render.containers import ray_container
+from components.render.containers import ContainerSpec
 from components.render.drain_over_ssh import drain_over_ssh
 from components.resources.docker_container import docker_container, on_docker
+from components.resources.node import OnNode
 
 # The label on every worker's Ray container that carries the head container's id.
 HEAD_CONTAINER_LABEL = "ray-cluster.head-container"
 
 
+@dataclass(frozen=True)
+class DrainArgs:
+    """A worker's drain: the program's files on the VM, and the SSH that runs it before removal."""
+
+    delivery_script: str  # drain.delivery_script: puts the program and its settings on the VM
+    command: str  # drain.drain_command: what runs on the VM
+    ssh_user: str
+    node_ip: str
+    host_public_key: pulumi.Output
+
+
+@dataclass(frozen=True)
+class RayNodeArgs:
+    on: OnNode
+    container: ContainerSpec  # containers.ray_container
+    ray_token: pulumi.Output
+    head_container: Optional[docker.Container] = None  # None: this is the head
+    drain: Optional[DrainArgs] = None  # workers only
+
+
 class RayNode(pulumi.ComponentResource):
-    def __init__(
-        self,
-        cfg: ClusterConfig,
-        placed: PlacedNode,
-        docker_provider: docker.Provider,
-        host_public_key: pulumi.Output,
-        ray_token: pulumi.Output,
-        vm: pulumi.Resource,
-        firewall_ready: pulumi.Resource,
-        connection: remote.ConnectionArgs,
-        head: Optional["RayNode"] = None,
-        opts: Optional[pulumi.ResourceOptions] = None,
-    ):
-        name = placed.node.name
+    def __init__(self, args: RayNodeArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        on, name = args.on, args.on.name
         super().__init__("ray-cluster:index:RayNode", name, None, opts)
-        on_node = on_docker(self, docker_provider, vm)
-        spec = ray_container(cfg, placed)
+        on_node = on_docker(self, on.docker_provider, on.vm)
+        spec = args.container
         self.image = docker.RemoteImage(f"{name}-ray-image", name=spec.image, keep_locally=True, opts=on_node)
         self.container: docker.Container = docker_container(
             f"{name}-ray",
             spec,
             self.image.image_id,
             # Ray starts only once the firewall is in place.
-            pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[firewall_ready])),
-            secrets={"RAY_AUTH_TOKEN": ray_token},
+            pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[on.firewall_ready])),
+            secrets={"RAY_AUTH_TOKEN": args.ray_token},
             # A worker's container takes the head container's id as an input (labels are ForceNew
             # in the Docker provider): when the head container is replaced, the engine deletes
             # every worker container first, each after its drain (calculateDependentReplacements,
             # pulumi/pulumi pkg/resource/deploy/step_generator.go), and starts workers after the head.
-            input_labels={HEAD_CONTAINER_LABEL: head.container.id} if head else None,
+            input_labels={HEAD_CONTAINER_LABEL: args.head_container.id} if args.head_container else None,
         )
 
         self.drain_program: Optional[remote.Command] = None
         self.drain_on_delete: Optional[local.Command] = None
-        if not placed.node.head:
+        if args.drain is not None:
+            drain = args.drain
             # Deleted before the container and the VM it depends on: whoever removes
             # this node (schedule, config change, destroy), the node drains first. The
             # container's id as a trigger makes a replaced container (a new image, new
@@ -66,17 +75,16 @@ class RayNode(pulumi.ComponentResource):
             # `delete` stays a few stable lines that a program change never re-diffs.
             self.drain_program = remote.Command(
                 f"{name}-drain-program",
-                connection=connection,
+                connection=on.connection,
                 create="sudo sh -s",
-                stdin=drain.delivery_script(drain.drain_files(drain.drain_settings(cfg, placed))),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall_ready], deleted_with=vm),
+                stdin=drain.delivery_script,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[on.firewall_ready], deleted_with=on.vm),
             )
-            command = drain.drain_command(placed)
             self.drain_on_delete = local.Command(
                 f"{name}-drain-on-delete",
                 create="true",
-                delete=host_public_key.apply(
-                    lambda key: drain_over_ssh(cfg.ssh.user, name, str(placed.node.ip), key, command)
+                delete=drain.host_public_key.apply(
+                    lambda key: drain_over_ssh(drain.ssh_user, name, drain.node_ip, key, drain.command)
                 ),
                 triggers=[self.container.id],
                 opts=pulumi.ResourceOptions(

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import remote
 
-from components.model.config import ClusterConfig
 from components.render import cloud_init, ssh_client
 
 
@@ -50,7 +49,7 @@ class SshAccess:
 
 
 def authorized_keys_command(
-    node_name: str, cfg: ClusterConfig, connection: remote.ConnectionArgs, vm: pulumi.Resource, parent: pulumi.Resource
+    node_name: str, keys: str, connection: remote.ConnectionArgs, vm: pulumi.Resource, parent: pulumi.Resource
 ) -> remote.Command:
     """Keeps the node user's authorized_keys equal to the config's keys (user-data reaches a
     VM only when it is cloned), so an SSH key is rotated without touching any VM."""
@@ -58,6 +57,6 @@ def authorized_keys_command(
         f"{node_name}-authorized-keys",
         connection=connection,
         create=cloud_init.AUTHORIZED_KEYS_UPDATE,
-        stdin=cloud_init.authorized_keys(cfg),
+        stdin=keys,  # cloud_init.authorized_keys
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[vm], deleted_with=vm),
     )

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import pulumi
 import pulumi_tls as tls
 import pulumi_vsphere as vsphere
 
 from components.render import cloud_init
-from components.model.config import ClusterConfig, PlacedNode
+from components.model.config import Vsphere
 
 
 # VM inputs that only matter when the VM is cloned (template-derived, or cloud-init).
@@ -36,8 +36,7 @@ class Placement:
     folder: Optional[str]
 
     @staticmethod
-    def lookup(cfg: ClusterConfig) -> "Placement":
-        names = cfg.vsphere
+    def lookup(names: Vsphere) -> "Placement":
         datacenter = vsphere.get_datacenter(name=names.datacenter)
         if names.resource_pool:
             pool_id = vsphere.get_resource_pool(name=names.resource_pool, datacenter_id=datacenter.id).id
@@ -54,18 +53,22 @@ class Placement:
         )
 
 
+@dataclass(frozen=True)
+class VmArgs:
+    name: str
+    vcpu: int
+    memory_gb: int
+    disk_gb: int
+    metadata: str  # cloud_init.metadata
+    user_data: Callable[[str, str], str]  # (host private key, host public key) -> cloud_init.user_data
+    tier_tag_id: pulumi.Input[str]
+
+
 class RayVm(pulumi.ComponentResource):
     """A node's VM and its SSH host key."""
 
-    def __init__(
-        self,
-        cfg: ClusterConfig,
-        placed: PlacedNode,
-        placement: Placement,
-        tier_tag_id: pulumi.Input[str],
-        opts: Optional[pulumi.ResourceOptions] = None,
-    ):
-        name = placed.node.name
+    def __init__(self, args: VmArgs, placement: Placement, opts: Optional[pulumi.ResourceOptions] = None):
+        name = args.name
         super().__init__("ray-cluster:index:Vm", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         template = placement.template
@@ -74,11 +77,10 @@ class RayVm(pulumi.ComponentResource):
         self.host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
         user_data = pulumi.Output.all(
             self.host_key.private_key_openssh, self.host_key.public_key_openssh
-        ).apply(lambda keys: cloud_init.user_data(cfg, placed, keys[0], keys[1]))
+        ).apply(lambda keys: args.user_data(keys[0], keys[1]))
         # The user-data carries the host private key: keep it secret in state and diffs.
-        extra_config: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
-            user_data.apply(lambda text: cloud_init.guestinfo(cloud_init.metadata(cfg, placed), text))
-        )
+        guestinfo: pulumi.Output[dict[str, str]] = user_data.apply(lambda text: cloud_init.guestinfo(args.metadata, text))
+        extra_config: pulumi.Output[dict[str, str]] = pulumi.Output.secret(guestinfo)
 
         self.vm = vsphere.VirtualMachine(
             name,
@@ -86,8 +88,8 @@ class RayVm(pulumi.ComponentResource):
             resource_pool_id=placement.resource_pool_id,
             datastore_id=placement.datastore_id,
             folder=placement.folder,
-            num_cpus=placed.tier.vcpu,
-            memory=placed.tier.memory_gb * 1024,
+            num_cpus=args.vcpu,
+            memory=args.memory_gb * 1024,
             guest_id=template.guest_id,
             scsi_type=template.scsi_type,
             firmware=template.firmware,
@@ -101,14 +103,14 @@ class RayVm(pulumi.ComponentResource):
                 vsphere.VirtualMachineDiskArgs(
                     label="disk0",
                     # vSphere cannot shrink a cloned disk: never ask for less than the template's.
-                    size=max(placed.tier.disk_gb, int(template_disk.size)),
+                    size=max(args.disk_gb, int(template_disk.size)),
                     thin_provisioned=template_disk.thin_provisioned,
                     eagerly_scrub=template_disk.eagerly_scrub,
                 )
             ],
             clone=vsphere.VirtualMachineCloneArgs(template_uuid=template.id),
             extra_config=extra_config,
-            tags=[tier_tag_id],
+            tags=[args.tier_tag_id],
             opts=pulumi.ResourceOptions.merge(
                 child,
                 pulumi.ResourceOptions(
@@ -125,6 +127,5 @@ class RayVm(pulumi.ComponentResource):
                 ),
             ),
         )
-        self.ip = str(placed.node.ip)
         self.host_public_key = self.host_key.public_key_openssh
-        self.register_outputs({"ip": self.ip, "vmId": self.vm.id, "hostPublicKey": self.host_public_key})
+        self.register_outputs({"vmId": self.vm.id, "hostPublicKey": self.host_public_key})

@@ -11,7 +11,7 @@ import json
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
@@ -209,3 +209,12 @@ def run_program(
     finally:
         pulumi.export = original_export
     return ProgramRun(monitor.registrations, outputs)
+
+
+def run_component(build: Callable[[], Any], stack: str = "test") -> ProgramRun:
+    """Run `build()` (which creates one component) under the same mocks, and record what it registers."""
+    monitor = RecordingMonitor(ClusterMocks())
+    settings.set_root_resource(None)
+    pulumi.runtime.set_mocks(ClusterMocks(), project="ray-cluster", stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.test(build)()
+    return ProgramRun(monitor.registrations, {})

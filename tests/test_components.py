@@ -69,3 +69,30 @@ def test_a_firewall_and_exporters_from_their_args_alone():
     assert run.one(COMMAND, "n-ufw-guard").deleted_with == run.one("test:index:Vm", "n-vm").urn
     exporter = run.one(CONTAINER, "n-node-exporter")  # one container per spec, named after the node
     assert exporter.inputs["image"] == image_id("example.invalid/ray:1.2.3") and exporter.deleted_with
+
+
+def test_two_clusters_in_one_stack_register_no_name_twice(prod_config):
+    """Every child's name starts with its component's: cluster-level children with the cluster's."""
+    import datetime as dt
+
+    from components.model import config
+    from components.resources.cluster import RayCluster
+    from components.resources.stack_config import ClusterSecrets
+    from conftest import prod_raw
+
+    raw = prod_raw()
+    for tier in raw["tiers"].values():
+        for node in tier["nodes"]:
+            node["name"], node["ip"] = node["name"].replace("ray-", "lab-"), node["ip"].replace(".20.0.", ".20.0.1")
+    other = config.load(raw)
+    secrets = ClusterSecrets(
+        ssh_private_key=pulumi.Output.secret("key"), ray_token=None, grafana_admin_password=None, registry_password=None
+    )
+    at = dt.datetime.fromisoformat("2026-11-22T22:00:00+01:00")
+
+    def build():
+        RayCluster("prod", prod_config, secrets, at)
+        RayCluster("lab", other, secrets, at)
+
+    urns = [r.urn for r in run_component(build).registrations]
+    assert len(urns) == len(set(urns)) > 200

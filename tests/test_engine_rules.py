@@ -10,6 +10,7 @@ and replacements, and what stays untouched.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 
@@ -313,3 +314,20 @@ def test_without_replace_on_changes_a_resize_would_reboot_the_vm_before_its_drai
     plan = er.up(state_after_up(), program)
     reboot = plan.step("update", "VirtualMachine", "ray-hc-1")
     assert reboot.reboots and plan.before(("update", "VirtualMachine", "ray-hc-1"), step("delete-replaced", DRAIN, "ray-hc-1"))
+
+
+def test_the_prefixed_names_take_over_the_old_resources_through_their_aliases():
+    """A stack deployed before the cluster-level children carried the component's name: the
+    aliases make every one of them the same resource (no delete, no create)."""
+    old = state_after_up()
+    renamed = [r for r in old if r.aliases]
+    # The test stack sets the Ray token and the Grafana password: no generated password to rename.
+    assert {r.name for r in renamed} == {"ray-tier", "ray-tier-always-on", "ray-tier-heavy-compute"}
+    for r in renamed:
+        r.urn, r.aliases = r.aliases[0], ()
+    assert er.up(old, new()).changed() == []
+    for r in new():  # the negative control: without aliases, every renamed resource is replaced
+        if r.aliases:
+            plan = er.up(old, [x for x in new() if not x.aliases] + [dataclasses.replace(r, aliases=())])
+            assert plan.has("create", r.urn.rsplit("::", 2)[-2].rsplit(":", 1)[-1], r.name)
+            break

@@ -256,7 +256,7 @@ def test_generated_token_when_none_configured(raw, tmp_path):
     raw["at"] = NIGHT
     secrets = {"sshPrivateKey": TEST_SECRETS["sshPrivateKey"]}
     run = run_program(raw, tmp_path, secrets=secrets)
-    (password,) = [r for r in run.of_type("random:index/randomPassword:RandomPassword") if r.name == "ray-token"]
+    (password,) = [r for r in run.of_type("random:index/randomPassword:RandomPassword") if r.name == "ray-ray-token"]
     envs = {tuple(e for e in c.inputs["envs"] if e.startswith("RAY_AUTH_TOKEN=")) for c in run.of_type(CONTAINER) if c.name.endswith("-ray")}
     assert len(envs) == 1 and list(envs)[0][0].startswith("RAY_AUTH_TOKEN=generated-")
     assert password.inputs["length"] >= 32

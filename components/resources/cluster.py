@@ -36,20 +36,22 @@ class RayCluster(pulumi.ComponentResource):
         placement = Placement.lookup(cfg.vsphere)
 
         # Tags exist for every tier, live or not, so a tier change never touches them.
+        # Child names start with the component's name, so two clusters in one stack never collide;
+        # the alias keeps the name these resources had before, so no existing stack replaces them.
         category = vsphere.TagCategory(
-            "tier",
+            f"{name}-tier",
             name=f"{name}-{pulumi.get_stack()}-tier",
             description="Ray tier of the VM (the seeds' tier: always-on / tier: heavy-compute)",
             cardinality="SINGLE",
             associable_types=["VirtualMachine"],
-            opts=child,
+            opts=renamed(child, "tier"),
         )
         tier_tags = {
-            tier: vsphere.Tag(f"tier-{tier}", name=tier, category_id=category.id, opts=child)
+            tier: vsphere.Tag(f"{name}-tier-{tier}", name=tier, category_id=category.id, opts=renamed(child, f"tier-{tier}"))
             for tier in cfg.tiers
         }
         ray_token = secrets.ray_token or random.RandomPassword(
-            "ray-token", length=48, special=False, opts=child
+            f"{name}-ray-token", length=48, special=False, opts=renamed(child, "ray-token")
         ).result
         ssh = SshAccess(cfg.ssh.user, secrets.ssh_private_key)
         # No VM before the SSH key pair is checked (stack_config.matching_private_key): with a
@@ -163,3 +165,8 @@ def monitoring_args(cfg: ClusterConfig, at: dt.datetime, on: OnNode, grafana_adm
         prometheus_url=monitoring_config.prometheus_url(cfg),
         grafana_url=monitoring_config.grafana_url(cfg),
     )
+
+
+def renamed(opts: pulumi.ResourceOptions, old_name: str) -> pulumi.ResourceOptions:
+    """`opts`, plus an alias to the name a resource had before its component's prefix."""
+    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(name=old_name)]))

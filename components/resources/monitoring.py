@@ -109,7 +109,9 @@ class MonitoringStack(pulumi.ComponentResource):
         )
 
         self.grafana_admin_password = args.grafana_admin_password or random.RandomPassword(
-            "grafana-admin-password", length=32, special=False, opts=child
+            f"{host}-grafana-admin-password", length=32, special=False,
+            # Prefixed like every child; the alias keeps an existing stack's password.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(aliases=[pulumi.Alias(name="grafana-admin-password")])),
         ).result
         grafana_data = docker.Volume(f"{host}-grafana-data", name="grafana-data", opts=volume_opts)
         self.grafana = images.container(

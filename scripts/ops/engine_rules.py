@@ -31,6 +31,8 @@ at 1b5949891b3c (2026-08-21), pkg/resource/deploy/step_generator.go unless named
      a resource only after every condemned resource that depends on it, through
      provider, parent, dependencies, property dependencies, deleted_with or replace_with
      (ScheduleDeletes; pkg/resource/graph/dependency_graph.go DependenciesOf).
+  E9 A registration whose URN is new but one of its aliases names an old resource takes
+     that resource over: diffed against it, never deleted (getOldResource / generateAliases).
   E8 A delete whose deleted_with resource is being deleted in the same deployment calls
      no provider (pkg/resource/deploy/step.go DeleteStep.Apply, isDeletedWith).
 """
@@ -61,6 +63,7 @@ class Resource:
     delete_before_replace: Optional[bool] = None  # None: the provider's default
     ignore_changes: tuple[str, ...] = ()
     replace_on_changes: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()  # earlier URNs of this resource
     inputs: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -91,6 +94,7 @@ def from_registrations(registrations: Iterable[Any]) -> list[Resource]:
             delete_before_replace=r.delete_before_replace or None,
             ignore_changes=tuple(r.ignore_changes),
             replace_on_changes=tuple(r.replace_on_changes),
+            aliases=tuple(f"{r.urn.rsplit('::', 1)[0]}::{name}" for name in r.alias_names),
             inputs=copy.deepcopy(r.inputs),
         )
         for r in registrations
@@ -219,6 +223,7 @@ class Deployment:
         self.news: dict[str, Resource] = {}
         self.rounds: list[list[Step]] = []
         self.late_deletes: list[str] = []  # E6
+        self.taken_over: set[str] = set()  # E9: old URNs a renamed registration took over
 
     # E1-E3
     def diff(self, old: Resource, new: Resource) -> Diff:
@@ -290,7 +295,9 @@ class Deployment:
     def register(self, new: Resource) -> None:
         """GenerateSteps for one registration, in program order."""
         self.news[new.urn] = new
-        old = self.old_by_urn.get(new.urn)
+        old = self.old_by_urn.get(new.urn) or next((self.old_by_urn[a] for a in new.aliases if a in self.old_by_urn), None)
+        if old is not None and old.urn != new.urn:  # E9
+            self.taken_over.add(old.urn)
         if old is None:
             self._emit(Step("create", new.urn))
         elif new.urn in self.deletes:  # E5
@@ -330,7 +337,7 @@ class Deployment:
 
     # E7, E8
     def finish(self, registered: Iterable[str]) -> Plan:
-        registered = set(registered)
+        registered = set(registered) | self.taken_over
         condemned = [r for r in self.old if r.urn not in registered and r.urn not in self.deletes] + [
             self.old_by_urn[u] for u in self.late_deletes
         ]

@@ -72,6 +72,7 @@ class Registration:
     ignore_changes: list[str] = field(default_factory=list)
     replace_on_changes: list[str] = field(default_factory=list)
     retain_on_delete: bool = False
+    alias_names: list[str] = field(default_factory=list)  # earlier names, same parent and type
 
 
 def _secret_keys(struct) -> set[str]:
@@ -125,6 +126,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     deleted_with=request.deletedWith,
                     ignore_changes=list(request.ignoreChanges),
                     replace_on_changes=list(request.replaceOnChanges),
+                    alias_names=[a.spec.name for a in request.aliases if a.spec.name],
                     retain_on_delete=request.retainOnDelete,
                 )
             )

@@ -87,6 +87,10 @@ BAD_STACKS = [
      "ray.imageDigest", "is not an image digest"),
     ("unpinned monitoring image", lambda r: r["monitoring"].update(images={"grafana": "grafana/grafana:latest"}),
      "monitoring.images.grafana", "pinned to an exact version"),
+    ("monitoring image by digest only", lambda r: r["monitoring"].update(images={"grafana": f"grafana/grafana@sha256:{'a' * 64}"}),
+     "monitoring.images.grafana", "pinned to an exact version"),
+    ("monitoring image with a malformed digest", lambda r: r["monitoring"].update(images={"cadvisor": "gcr.io/cadvisor/cadvisor:v0.52.1@sha256:abc"}),
+     "monitoring.images.cadvisor", "'sha256:abc' is not an image digest"),
     ("admin cidr everyone", lambda r: r["network"].update(adminCidrs=["0.0.0.0/0"]),
      "network.adminCidrs[0]", "would open SSH and dashboards to everyone"),
     ("world-wide cluster network", lambda r: r["network"].update(cidr="0.0.0.0/0"),
@@ -194,3 +198,9 @@ def test_admin_networks_up_to_a_slash_8_together_pass(raw):
     assert config.load(raw).network.admin_cidrs[0].prefixlen == 9
     raw["network"]["adminCidrs"].append("11.0.0.0/32")
     assert any(p.startswith("network.adminCidrs: ") and "together cover 16777217 addresses" in p for p in problems(raw))
+
+
+def test_a_monitoring_image_may_pin_its_digest_after_the_tag(raw):
+    pinned = f"grafana/grafana:12.0.2@sha256:{'0123456789abcdef' * 4}"
+    raw["monitoring"]["images"] = {"grafana": pinned}
+    assert config.load(raw).monitoring.images.grafana == pinned

@@ -204,3 +204,11 @@ def test_a_monitoring_image_may_pin_its_digest_after_the_tag(raw):
     pinned = f"grafana/grafana:12.0.2@sha256:{'0123456789abcdef' * 4}"
     raw["monitoring"]["images"] = {"grafana": pinned}
     assert config.load(raw).monitoring.images.grafana == pinned
+
+
+def test_an_extra_port_from_the_world_in_pieces_is_refused(raw):
+    raw["tiers"]["always-on"]["extraPorts"] = [{"port": 8000, "from": ["admins", "0.0.0.0/1", "128.0.0.0/1"]}]
+    assert any(
+        p.startswith("tiers.always-on.extraPorts[0]: ") and "the networks in `from` together cover 4294967296 addresses (0.0.0.0/0)" in p
+        for p in problems(raw)
+    ), problems(raw)

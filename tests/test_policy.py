@@ -14,6 +14,7 @@ from google.protobuf import empty_pb2
 from pulumi.runtime.proto import analyzer_pb2
 from pulumi.runtime.rpc import UNKNOWN
 
+from components.model import config
 from components.model.versions import pinned_ray_client
 from components.model.ports import MONITORING, RAY
 from conftest import ROOT, prod_raw
@@ -247,6 +248,18 @@ def test_a_source_outside_the_stacks_networks_is_caught(prod, sources, line):
     command["stdin"] = with_rule(command["stdin"], line)
     (message,) = checks.source_violations(command, sources)
     assert "outside the networks the cluster needs: ray-cluster:network.cidr (10.20.0.0/24) and ray-cluster:network.adminCidrs (10.30.0.0/24)" in message
+
+
+def test_a_network_an_extra_port_names_may_reach_that_port_only(prod):
+    raw = prod_raw()
+    raw["tiers"]["always-on"]["extraPorts"] = [{"port": 8443, "toPort": 8444, "from": ["10.99.0.0/24"]}]
+    sources = checks.dashboard_sources(config.load(raw))
+    command = head_firewall(prod)
+    allowed = with_rule(command["stdin"], "ufw allow from 10.99.0.0/24 to any port 8443:8444 proto tcp")
+    assert checks.source_violations({**command, "stdin": allowed}, sources) == []
+    for line in ("ufw allow from 10.99.0.0/24 to any port 22 proto tcp", "ufw allow from 10.99.0.0/16 to any port 8443 proto tcp"):
+        (message,) = checks.source_violations({**command, "stdin": with_rule(command["stdin"], line)}, sources)
+        assert "or for an extra port the networks in its tier's extraPorts `from`" in message, line
 
 
 def test_firewall_ignores_rules_that_open_nothing_to_everyone(prod):

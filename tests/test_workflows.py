@@ -83,6 +83,12 @@ def load(path):
 
 
 def pulumi_step(job):
+    """The step that runs Pulumi against the stack (with the stack's secrets)."""
+    (step,) = [s for s in job["steps"] if "scripts.with_ssh_agent" in s.get("run", "")]
+    return step
+
+
+def cli_install_step(job):
     (step,) = [s for s in job["steps"] if s.get("uses", "").startswith("pulumi/actions@")]
     return step
 
@@ -235,14 +241,17 @@ def test_a_secret_in_an_approval_environment_passes_the_check():
 # --- up: the only place with the stack's secrets ---------------------------------------------------
 
 
-def test_pulumi_runs_after_the_tests_with_the_policy_pack():
+def test_pulumi_runs_after_the_tests_with_the_policy_pack_and_an_ssh_agent():
     _, job = load(UP)
     runs = [i for i, step in enumerate(job["steps"]) if step.get("run") == "bash .ci/run"]
-    pulumi = pulumi_step(job)
-    assert runs and runs[0] < job["steps"].index(pulumi), "tests run before pulumi"
-    assert pulumi["with"]["stack-name"] == "prod"
-    assert (ROOT / pulumi["with"]["policyPacks"] / "PulumiPolicy.yaml").is_file()
-    assert pulumi["with"]["pulumi-version"] == pinned_sdk("pulumi"), "CLI and SDK versions agree"
+    pulumi, cli = pulumi_step(job), cli_install_step(job)
+    assert runs and runs[0] < job["steps"].index(cli) < job["steps"].index(pulumi), "tests, then the CLI, then pulumi"
+    # No command: the action only installs the CLI, with no secret and no stack.
+    assert cli["with"] == {"pulumi-version": pinned_sdk("pulumi")} and "env" not in cli, "CLI and SDK versions agree"
+    # The key is read into a private agent for this one command (scripts/with_ssh_agent.py).
+    command = " ".join(pulumi["run"].replace("\\\n", " ").split())
+    assert 'venv/bin/python -m scripts.with_ssh_agent --stack prod -- pulumi "$COMMAND" --stack prod --policy-pack policy' in command
+    assert (ROOT / "policy" / "PulumiPolicy.yaml").is_file()
     assert "self-hosted" in job["runs-on"] and RUNNER_LABEL in job["runs-on"]
 
 
@@ -264,7 +273,7 @@ def secrets_outside_pulumi_step(document):
 
 def test_stack_secrets_reach_the_pulumi_step_only():
     document, job = load(UP)
-    assert pulumi_step(job)["env"] == STACK_SECRETS
+    assert pulumi_step(job)["env"] == {**STACK_SECRETS, "COMMAND": "${{ inputs.command }}"}
     # Not in the workflow's or the job's env, so never in the install and the tests.
     assert secrets_outside_pulumi_step(document) == []
 
@@ -283,7 +292,7 @@ def test_up_is_manual_approved_from_main_and_never_concurrent():
     assert list(document["on"]) == ["workflow_dispatch"]
     command = document["on"]["workflow_dispatch"]["inputs"]["command"]
     assert (command["options"], command["default"]) == (["preview", "up"], "preview")
-    assert pulumi_step(job)["with"]["command"] == "${{ inputs.command }}"
+    assert 'case "$COMMAND" in up) yes=--yes' in pulumi_step(job)["run"]  # preview takes no --yes
     assert job["environment"] == "production" and "production" in APPROVAL_ENVIRONMENTS
     assert document["concurrency"]["group"] and document["concurrency"]["cancel-in-progress"] is False
     assert job["if"] == "github.ref == 'refs/heads/main'"

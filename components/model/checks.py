@@ -38,7 +38,7 @@ def source_set_problem(networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6
         if merged and covered > 2 ** (merged[0].max_prefixlen - MIN_CLUSTER_PREFIX):
             return (
                 f"together cover {covered} addresses ({', '.join(map(str, merged))}), more than a /{MIN_CLUSTER_PREFIX}: "
-                "most of the world however it is split; name the admin networks"
+                "most of the world however it is split; name only the networks that need it"
             )
     return None
 

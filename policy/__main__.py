@@ -43,17 +43,22 @@ def allowed_dashboard_sources(stack: str):
     return checks.dashboard_sources(read_stack_file(stack))
 
 
-def dashboards_validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    if args.resource_type != checks.REMOTE_COMMAND:
-        return
-    stack = args.urn.split("::", 1)[0].rsplit(":", 1)[-1]  # urn:pulumi:<stack>::<project>::...
-    try:
-        allowed = allowed_dashboard_sources(stack)
-    except (OSError, ConfigError) as error:
-        report_violation(f"cannot read the admin and cluster networks from Pulumi.{stack}.yaml: {error}")
-        return
-    for message in checks.dashboard_exposure_violations(args.props, allowed):
-        report_violation(message)
+def with_stack_networks(check):
+    """A validator running `check(props, the stack's admin and cluster networks)` on remote Commands."""
+
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+        if args.resource_type != checks.REMOTE_COMMAND:
+            return
+        stack = args.urn.split("::", 1)[0].rsplit(":", 1)[-1]  # urn:pulumi:<stack>::<project>::...
+        try:
+            allowed = allowed_dashboard_sources(stack)
+        except (OSError, ConfigError) as error:
+            report_violation(f"cannot read the admin and cluster networks from Pulumi.{stack}.yaml: {error}")
+            return
+        for message in check(args.props, allowed):
+            report_violation(message)
+
+    return validate
 
 
 def every_vm_firewalled(args: StackValidationArgs, report_violation: ReportViolation) -> None:
@@ -86,7 +91,10 @@ POLICIES = [
     ),
     ResourceValidationPolicy(
         name="firewall-default-deny",
-        description="A UFW script denies incoming by default, enables UFW, and opens no Ray port to anyone.",
+        description=(
+            "A UFW script denies incoming by default, enables UFW, and opens no Ray port to anyone, "
+            "nor to networks that together are most of the world."
+        ),
         validate=by_type({checks.REMOTE_COMMAND: checks.firewall_violations}),
     ),
     ResourceValidationPolicy(
@@ -95,7 +103,12 @@ POLICIES = [
             "Grafana and Prometheus are open only to the admin networks and single cluster hosts; "
             "the Ray dashboard also to the cluster network."
         ),
-        validate=dashboards_validate,
+        validate=with_stack_networks(checks.dashboard_exposure_violations),
+    ),
+    ResourceValidationPolicy(
+        name="sources-within-networks",
+        description="A UFW script opens ports only to the stack's cluster and admin networks (or parts of them).",
+        validate=with_stack_networks(checks.source_violations),
     ),
     StackValidationPolicy(
         name="every-vm-firewalled",

@@ -17,6 +17,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
+from components.model.checks import source_set_problem
 from components.model.config import ClusterConfig
 from components.model.versions import pinned_ray_client, pinned_version
 from components.render.firewall_rules import firewall_name
@@ -276,6 +277,22 @@ def firewall_violations(props: Mapping) -> list[str]:
                 f"`{rule.command}` opens a port to anyone: name the networks allowed "
                 "(a tier's extraPorts take cluster, admins or a network in `from`)"
             )
+    # Rules no one of which is the world may be the world together (0.0.0.0/1 + 128.0.0.0/1).
+    named = {ports: f"Ray's {name} port" for name, ports in ray_ports.items()}
+    for rule in intent.allows:
+        for low, high in rule.ports or ():
+            named.setdefault((low, high), f"port {low}" + (f":{high}" if high != low else ""))
+    by_rules: dict[tuple[AllowRule, ...], list[str]] = {}
+    for (low, high), name in named.items():
+        rules = tuple(rule for rule in intent.allows if rule.opens(low, high) and not rule.from_anywhere)
+        by_rules.setdefault(rules, []).append(name)
+    for rules, names in by_rules.items():
+        too_wide = source_set_problem(rule.network for rule in rules)
+        if too_wide:
+            problems.append(
+                f"{' + '.join(f'`{rule.command}`' for rule in rules)} open {', '.join(names)} to networks "
+                f"that {too_wide}"
+            )
     return problems
 
 
@@ -298,14 +315,23 @@ def vm_firewall_violations(vm_name: str, commands: Mapping[str, Mapping]) -> lis
 
 @dataclass(frozen=True)
 class DashboardSources:
-    """Who may reach the dashboards, from the stack's network config."""
+    """Who may reach the dashboards (and any port), from the stack's config."""
 
     admins: tuple[Network, ...]
     cluster: Network
+    # A network a tier's extraPorts names in `from`, with the port range it opens to it.
+    extra: tuple[tuple[Network, PortRange], ...] = ()
 
 
 def dashboard_sources(cfg: ClusterConfig) -> DashboardSources:
-    return DashboardSources(tuple(cfg.network.admin_cidrs), cfg.network.cidr)
+    extra = tuple(
+        (source, (port.port, port.to_port or port.port))
+        for tier in cfg.tiers.values()
+        for port in tier.extra_ports
+        for source in port.sources
+        if not isinstance(source, str)
+    )
+    return DashboardSources(tuple(cfg.network.admin_cidrs), cfg.network.cidr, extra)
 
 
 def _inside(network: Optional[Network], nets: Sequence[Network]) -> bool:
@@ -341,3 +367,26 @@ def dashboard_exposure_violations(props: Mapping, sources: DashboardSources) -> 
                 f"network, the Ray dashboard also for the whole cluster network ({sources.cluster})"
             )
     return problems
+
+
+def _named_for_its_ports(rule: AllowRule, sources: DashboardSources) -> bool:
+    """Whether a tier's extraPorts open each of the rule's ports to a network holding its source."""
+    return rule.ports is not None and all(
+        any(_inside(rule.network, [net]) and first <= low and high <= last for net, (first, last) in sources.extra)
+        for low, high in rule.ports
+    )
+
+
+def source_violations(props: Mapping, sources: DashboardSources) -> list[str]:
+    """Every port is opened only to the cluster network, the admin networks (or parts of them),
+    or, for a tier's extra port, the networks its `from` names."""
+    intent = ufw_intent(command_script(props))
+    if intent is None:
+        return []
+    return [
+        f"`{rule.command}` opens a port to {rule.source}, outside the networks the cluster needs: "
+        f"ray-cluster:network.cidr ({sources.cluster}) and ray-cluster:network.adminCidrs "
+        f"({', '.join(map(str, sources.admins))}), or for an extra port the networks in its tier's extraPorts `from`"
+        for rule in intent.allows
+        if not _inside(rule.network, [sources.cluster, *sources.admins]) and not _named_for_its_ports(rule, sources)
+    ]

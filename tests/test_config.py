@@ -87,10 +87,18 @@ BAD_STACKS = [
      "ray.imageDigest", "is not an image digest"),
     ("unpinned monitoring image", lambda r: r["monitoring"].update(images={"grafana": "grafana/grafana:latest"}),
      "monitoring.images.grafana", "pinned to an exact version"),
+    ("monitoring image by digest only", lambda r: r["monitoring"].update(images={"grafana": f"grafana/grafana@sha256:{'a' * 64}"}),
+     "monitoring.images.grafana", "pinned to an exact version"),
+    ("monitoring image with a malformed digest", lambda r: r["monitoring"].update(images={"cadvisor": "gcr.io/cadvisor/cadvisor:v0.52.1@sha256:abc"}),
+     "monitoring.images.cadvisor", "'sha256:abc' is not an image digest"),
     ("admin cidr everyone", lambda r: r["network"].update(adminCidrs=["0.0.0.0/0"]),
      "network.adminCidrs[0]", "would open SSH and dashboards to everyone"),
     ("world-wide cluster network", lambda r: r["network"].update(cidr="0.0.0.0/0"),
-     "network.cidr", "wider than /8: Ray's internal ports are open to all of network.cidr"),
+     "network.cidr", "wider than /8: the Ray dashboard may be opened to all of network.cidr"),
+    ("admin networks that together are the world", lambda r: r["network"].update(adminCidrs=["0.0.0.0/1", "128.0.0.0/1"]),
+     "network.adminCidrs", "together cover 4294967296 addresses (0.0.0.0/0), more than a /8"),
+    ("admin networks that together are most of the world", lambda r: r["network"].update(adminCidrs=["10.30.0.0/24", "64.0.0.0/2", "128.0.0.0/2"]),
+     "network.adminCidrs", "together cover 2147483904 addresses (10.30.0.0/24, 64.0.0.0/2, 128.0.0.0/2)"),
     ("gateway is the network address", lambda r: r["network"].update(gateway="10.20.0.0"),
      "network.gateway", "network or broadcast address"),
     ("ip is a dns server", lambda r: _heavy_nodes(r)[2].update(ip="10.20.0.2"),
@@ -182,3 +190,25 @@ def test_a_copy_with_other_tiers_does_not_keep_the_cached_nodes(prod_config):
     }})
     assert {p.tier.override for p in overridden.placed_nodes} == {"on"}
     assert overridden.head.tier.override == overridden.monitoring_host.tier.override == "on"
+
+
+def test_admin_networks_up_to_a_slash_8_together_pass(raw):
+    # Overlaps count once: a /8 and networks inside it are still a /8.
+    raw["network"]["adminCidrs"] = ["10.0.0.0/9", "10.128.0.0/9", "10.30.0.0/24"]
+    assert config.load(raw).network.admin_cidrs[0].prefixlen == 9
+    raw["network"]["adminCidrs"].append("11.0.0.0/32")
+    assert any(p.startswith("network.adminCidrs: ") and "together cover 16777217 addresses" in p for p in problems(raw))
+
+
+def test_a_monitoring_image_may_pin_its_digest_after_the_tag(raw):
+    pinned = f"grafana/grafana:12.0.2@sha256:{'0123456789abcdef' * 4}"
+    raw["monitoring"]["images"] = {"grafana": pinned}
+    assert config.load(raw).monitoring.images.grafana == pinned
+
+
+def test_an_extra_port_from_the_world_in_pieces_is_refused(raw):
+    raw["tiers"]["always-on"]["extraPorts"] = [{"port": 8000, "from": ["admins", "0.0.0.0/1", "128.0.0.0/1"]}]
+    assert any(
+        p.startswith("tiers.always-on.extraPorts[0]: ") and "the networks in `from` together cover 4294967296 addresses (0.0.0.0/0)" in p
+        for p in problems(raw)
+    ), problems(raw)

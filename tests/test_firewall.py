@@ -7,6 +7,7 @@ test ranges that exist only inside those namespaces, run the very script
 """
 import copy
 import dataclasses
+import datetime as dt
 import ipaddress
 import subprocess
 from pathlib import Path
@@ -23,29 +24,36 @@ LAB_CIDR = ipaddress.ip_network("10.77.0.0/24")
 LAB_ADMIN_CIDRS = ["10.78.0.0/24", "10.79.0.0/24"]
 LAB_MONITORING_HOST = "ray-ao-2"  # not the head, so the head's own access to it is exercised
 
-# What the packet tests connect to on the head. Each peer is named for where it sits.
-PROBED = {
-    "ssh": SSH,
-    "gcs": RAY.gcs,
-    "worker": (RAY.min_worker + RAY.max_worker) // 2,
-    "past_workers": RAY.max_worker + 1,
-    "metrics": RAY.metrics_export,
-    "dashboard": RAY.dashboard,
-    "grafana": MONITORING.grafana,  # runs on the monitoring host, not the head
-}
-REACHES = {
-    "cluster": {"gcs", "worker", "dashboard"},
-    "monitor": {"gcs", "worker", "dashboard", "metrics"},  # also inside the cluster network
-    "admin": {"ssh", "dashboard"},
-    "admin2": {"ssh", "dashboard"},
-    "outsider": set(),
-}
-
 RAY_SINGLE_PORTS = {
     f.name: getattr(RAY, f.name) for f in dataclasses.fields(RAY) if f.name not in ("min_worker", "max_worker")
 }
 RAY_METRICS = {"metrics_export", "autoscaler_metrics", "dashboard_metrics"}
+RAY_ENTRY = {"dashboard", "client"}  # the head's doors for people and jobs
 HEAD_ONLY = {"gcs", "dashboard", "client", "autoscaler_metrics", "dashboard_metrics"}
+# Every other Ray port is internal: between the cluster's nodes only.
+RAY_INTERNAL = set(RAY_SINGLE_PORTS) - RAY_METRICS - RAY_ENTRY
+
+# What the packet tests connect to on the head: every Ray port, the worker range's
+# ends and middle, and a few others. Each peer is named for where it sits.
+PROBED = {
+    **RAY_SINGLE_PORTS,
+    "worker_first": RAY.min_worker,
+    "worker": (RAY.min_worker + RAY.max_worker) // 2,
+    "worker_last": RAY.max_worker,
+    "past_workers": RAY.max_worker + 1,
+    "ssh": SSH,
+    "grafana": MONITORING.grafana,  # runs on the monitoring host, not the head
+}
+FROM_NODES = RAY_INTERNAL | {"worker_first", "worker", "worker_last"} | RAY_ENTRY
+REACHES = {
+    "heavy": FROM_NODES,  # a worker of the heavy tier
+    "monitor": FROM_NODES | RAY_METRICS,  # a node too
+    "cluster": set(),  # inside network.cidr, not a node
+    "dns": set(),  # a DNS server of the cluster network
+    "admin": {"ssh"} | RAY_ENTRY,
+    "admin2": {"ssh"} | RAY_ENTRY,
+    "outsider": set(),
+}
 
 
 @pytest.fixture
@@ -54,14 +62,13 @@ def namespaces():
     netns.require_namespaces()
 
 
-def covered(rule: fw.UfwRule) -> range:
-    return range(rule.port, (rule.last_port or rule.port) + 1)
-
-
 def ray_ports_in(rule: fw.UfwRule) -> set[str]:
     """The Ray ports a rule opens, by name; "workers" if it opens any of the worker range."""
-    names = {name for name, port in RAY_SINGLE_PORTS.items() if port in covered(rule)}
-    overlaps_workers = covered(rule).start <= RAY.max_worker and covered(rule).stop > RAY.min_worker
+    names = {name for name, port in RAY_SINGLE_PORTS.items() if rule.covers(port)}
+    overlaps_workers = any(
+        (p[0] <= RAY.max_worker and p[1] >= RAY.min_worker) if isinstance(p, tuple) else RAY.min_worker <= p <= RAY.max_worker
+        for p in rule.opened
+    )
     return names | ({"workers"} if overlaps_workers else set())
 
 
@@ -88,28 +95,37 @@ def test_every_source_is_the_cluster_or_an_admin_network(prod_config):
 
 
 def test_ray_ports_open_only_to_whom_they_serve(prod_config):
-    cluster = str(prod_config.network.cidr)
     admins = {str(c) for c in prod_config.network.admin_cidrs}
+    nodes = {str(p.node.ip) for p in prod_config.placed_nodes}  # every tier's, live or not
     monitor = str(prod_config.monitoring_host.node.ip)
-    seen = set()
     for placed, rules in node_rules(prod_config):
+        sources: dict[str, set[str]] = {}
         for rule in rules:
             for name in ray_ports_in(rule):
-                seen.add(name)
-                if name in RAY_METRICS:
-                    assert rule.source == monitor, (placed.node.name, rule)
-                elif name in ("dashboard", "client"):
-                    assert rule.source in admins | {cluster}, (placed.node.name, rule)
-                else:
-                    assert rule.source == cluster, (placed.node.name, rule)
-                if name in HEAD_ONLY:
-                    assert placed.node.head, f"{name} open on {placed.node.name}, which is not the head"
-    assert seen == set(RAY_SINGLE_PORTS) | {"workers"}, "every Ray port is open to someone"
+                sources.setdefault(name, set()).add(rule.source)
+        for name in HEAD_ONLY:
+            assert (name in sources) == placed.node.head, f"{name} on {placed.node.name}"
+        for name, opened_to in sources.items():
+            expected = {monitor} if name in RAY_METRICS else admins | nodes if name in RAY_ENTRY else nodes
+            assert opened_to == expected, (placed.node.name, name)
+        assert set(sources) >= (RAY_INTERNAL - HEAD_ONLY) | {"workers", "metrics_export"}, placed.node.name
+
+
+def test_a_tier_off_now_keeps_its_nodes_in_every_firewall(raw):
+    """The heavy tier's VMs come and go twice a day; no firewall rule changes with them."""
+    on, off = copy.deepcopy(raw), copy.deepcopy(raw)
+    on["tiers"]["heavy-compute"]["override"], off["tiers"]["heavy-compute"]["override"] = "on", "off"
+    on_cfg, off_cfg = config.load(on), config.load(off)
+    heavy = {str(node.ip) for node in off_cfg.tiers["heavy-compute"].nodes}
+    for placed in off_cfg.live_nodes(dt.datetime.now(dt.timezone.utc)):
+        rules = fw.firewall_rules(off_cfg, placed)
+        assert heavy <= {rule.source for rule in rules if rule.covers(RAY.node_manager)}, placed.node.name
+        assert rules == fw.firewall_rules(on_cfg, on_cfg.placed(placed.node.name)), placed.node.name
 
 
 def test_ssh_only_from_every_admin_network(prod_config):
     for placed, rules in node_rules(prod_config):
-        sources = [rule.source for rule in rules if SSH in covered(rule)]
+        sources = [rule.source for rule in rules if rule.covers(SSH)]
         assert sorted(sources) == sorted(str(c) for c in prod_config.network.admin_cidrs), placed.node.name
 
 
@@ -117,7 +133,8 @@ def test_every_port_is_one_named_in_ports_py(prod_config):
     named = set(RAY_SINGLE_PORTS.values()) | {getattr(MONITORING, f.name) for f in dataclasses.fields(MONITORING)} | {SSH}
     for placed, rules in node_rules(prod_config):
         for rule in rules:
-            assert (rule.last_port is None and rule.port in named) or (rule.port, rule.last_port) == (RAY.min_worker, RAY.max_worker), rule
+            for port in rule.opened:
+                assert port in named or port == (RAY.min_worker, RAY.max_worker), rule
 
 
 def test_monitoring_uis_only_on_the_monitoring_host(raw):
@@ -126,7 +143,7 @@ def test_monitoring_uis_only_on_the_monitoring_host(raw):
     head = str(cfg.head.node.ip)
     for placed, rules in node_rules(cfg):
         for port in (MONITORING.grafana, MONITORING.prometheus):
-            sources = {rule.source for rule in rules if port in covered(rule)}
+            sources = {rule.source for rule in rules if rule.covers(port)}
             # The head's dashboard checks Grafana's health and queries Prometheus server-side.
             assert sources == (admins | {head} if placed.node.name == LAB_MONITORING_HOST else set()), placed.node.name
 
@@ -135,34 +152,19 @@ def test_exporters_only_from_the_monitoring_host(raw):
     cfg = with_monitoring_host(raw, LAB_MONITORING_HOST)
     for placed, rules in node_rules(cfg):
         for port in (MONITORING.node_exporter, MONITORING.cadvisor, RAY.metrics_export):
-            assert {r.source for r in rules if port in covered(r)} == {str(cfg.monitoring_host.node.ip)}, placed.node.name
+            assert {r.source for r in rules if r.covers(port)} == {str(cfg.monitoring_host.node.ip)}, placed.node.name
 
 
 def test_no_rule_is_ever_rendered_for_the_world():
     # The config refuses a world-wide network (test_config); the rule itself refuses it too.
     with pytest.raises(ValueError, match="0.0.0.0/0"):
-        fw.UfwRule(port=RAY.gcs, source="0.0.0.0/0", comment="gcs")
+        fw.UfwRule((RAY.gcs,), "0.0.0.0/0", "gcs")
 
 
-def test_the_guard_timer_is_a_valid_systemd_unit_that_reruns_the_script(prod_config, tmp_path):
-    require_tool("systemd-analyze", "systemd (with netplan.io)")
-    script = fw.ufw_script(fw.firewall_rules(prod_config, prod_config.head))
-    files = fw.guard_files(script)
-    assert files[fw.GUARD_SCRIPT] == script
-    units = []
-    for path, text in files.items():
-        if path.endswith((".service", ".timer")):
-            units.append(tmp_path / Path(path).name)
-            units[-1].write_text(text)
-    assert sorted(u.name for u in units) == [f"{fw.GUARD_UNIT}.service", f"{fw.GUARD_UNIT}.timer"]
-    verified = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True)
-    # verify exits 0 on many problems it only prints: any output is a problem.
-    assert verified.returncode == 0 and verified.stdout + verified.stderr == "", verified.stdout + verified.stderr
-    assert f"ExecStart=/usr/bin/flock {fw.GUARD_LOCK} /bin/sh {fw.GUARD_SCRIPT}" in files[f"/etc/systemd/system/{fw.GUARD_UNIT}.service"]
-    assert f"OnUnitActiveSec={fw.GUARD_EVERY}" in files[f"/etc/systemd/system/{fw.GUARD_UNIT}.timer"]
-
-
-# --- The real ufw ---------------------------------------------------------------------------------
+def test_no_rule_opens_more_ports_than_ufw_takes_in_one():
+    worker_ranges = ((RAY.min_worker, RAY.max_worker),) * 8  # 16 ports for ufw
+    with pytest.raises(ValueError, match="1 to 15 ports"):
+        fw.UfwRule(worker_ranges, "10.0.0.1", "too many")
 
 
 @pytest.mark.netns
@@ -199,8 +201,10 @@ def lab_cfg(raw):
 def lab(namespaces, lab_cfg):
     """The head's namespace listening on every probed port; peers wired, nothing filtered yet."""
     peers = {
-        "cluster": str(LAB_CIDR[50]),
+        "heavy": str(lab_cfg.placed("ray-hc-1").node.ip),
         "monitor": str(lab_cfg.monitoring_host.node.ip),
+        "cluster": str(LAB_CIDR[50]),
+        "dns": str(lab_cfg.network.dns_servers[0]),
         "admin": str(ipaddress.ip_network(LAB_ADMIN_CIDRS[0])[5]),
         "admin2": str(ipaddress.ip_network(LAB_ADMIN_CIDRS[1])[5]),
         "outsider": "10.99.0.5",

@@ -215,10 +215,10 @@ def test_grafana_datasource_is_the_one_rays_dashboard_links_to(prod_config):
     assert ray_env["RAY_GRAFANA_HOST"] == ray_env["RAY_GRAFANA_IFRAME_HOST"] == f"http://{prod_config.monitoring_host.node.ip}:{MONITORING.grafana}"
 
 
-def test_grafana_allows_embedding_and_anonymous_viewers_but_no_default_password(prod_config):
+def test_grafana_allows_embedding_but_no_default_password(prod_config):
     env = mc.grafana_env(prod_config)
     assert env["GF_SECURITY_ALLOW_EMBEDDING"] == "true"
-    assert (env["GF_AUTH_ANONYMOUS_ENABLED"], env["GF_AUTH_ANONYMOUS_ORG_ROLE"]) == ("true", "Viewer")
+    # Anonymous viewing: monitoring.grafanaAnonymousViewing (tests/test_least_privilege.py).
     assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
     assert not any("PASSWORD" in key for key in env)
     assert env["GF_PATHS_PROVISIONING"] == mc.GRAFANA_PROVISIONING.container

@@ -23,7 +23,10 @@ from scripts.ops.program_mocks import run_program
 
 NIGHT = "2026-11-22T22:00:00+01:00"  # every tier live
 RAY_IMAGE = f"rayproject/ray:{pinned_ray_client()}-py311"
-RESOURCE_POLICIES = {"pinned-images", "supervised-containers", "no-published-ports", "firewall-default-deny", "dashboards-admin-only"}
+RESOURCE_POLICIES = {
+    "pinned-images", "supervised-containers", "no-published-ports", "firewall-default-deny", "dashboards-admin-only",
+    "sources-within-networks",
+}
 STACK_POLICIES = {"every-vm-firewalled"}
 
 
@@ -86,6 +89,7 @@ def test_program_passes_every_check(request, placement, sources):
     for command in resources(prod, checks.REMOTE_COMMAND):
         assert checks.firewall_violations(command.inputs) == [], command.name
         assert checks.dashboard_exposure_violations(command.inputs, sources) == [], command.name
+        assert checks.source_violations(command.inputs, sources) == [], command.name
     commands = commands_by_name(prod)
     for vm in resources(prod, checks.VIRTUAL_MACHINE):
         assert checks.vm_firewall_violations(vm.name, commands) == [], vm.name
@@ -330,10 +334,14 @@ def test_pack_blocks_each_violation(analyzer, prod):
         "pinned-images": (resources(prod, checks.REMOTE_IMAGE)[0], {"name": "rayproject/ray:latest"}),
         "supervised-containers": (container, {"restart": "no"}),
         "no-published-ports": (container, {"publishAllPorts": True}),
-        "firewall-default-deny": (firewall, {"stdin": with_rule(firewall.inputs["stdin"], f"ufw allow {RAY.gcs}")}),
+        "firewall-default-deny": (firewall, {"stdin": firewall.inputs["stdin"] + "ufw disable\n"}),
         "dashboards-admin-only": (
             firewall,
             {"stdin": with_rule(firewall.inputs["stdin"], f"ufw allow from 10.20.0.0/24 to any port {MONITORING.grafana}")},
+        ),
+        "sources-within-networks": (
+            firewall,
+            {"stdin": with_rule(firewall.inputs["stdin"], "ufw allow from 192.168.0.0/16 to any port 22 proto tcp")},
         ),
     }
     assert set(cases) == RESOURCE_POLICIES

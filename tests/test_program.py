@@ -313,7 +313,7 @@ def test_monitoring_containers(night, prod_config):
     grafana = night.one(CONTAINER, f"{host}-grafana")
     env = dict(e.split("=", 1) for e in grafana.inputs["envs"])
     assert env["GF_SECURITY_ADMIN_PASSWORD"] == TEST_SECRETS["grafanaAdminPassword"] and "envs" in grafana.secret_inputs
-    assert env["GF_SECURITY_ALLOW_EMBEDDING"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert env["GF_SECURITY_ALLOW_EMBEDDING"] == "true" and env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     prometheus = night.one(CONTAINER, f"{host}-prometheus")
     assert "--storage.tsdb.retention.time=30d" in prometheus.inputs["command"]
     config_cmd = night.one(COMMAND, f"{host}-monitoring-config")

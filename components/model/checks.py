@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import ipaddress
 import re
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Optional
 from zoneinfo import ZoneInfo
 
 from components.model.errors import Problem
@@ -18,8 +19,28 @@ from components.model.versions import pinned_ray_client
 if TYPE_CHECKING:
     from components.model.config import Monitoring, Network, Node, Ray, Tier, Vsphere, WindowSchedule
 
-# The firewall opens Ray's internal ports to the whole cluster network: it must be a real subnet.
+# The cluster network bounds who may reach the Ray dashboard (the policy pack): a real subnet.
 MIN_CLUSTER_PREFIX = 8
+# The most addresses a set of source networks may cover together: a /8's worth. More is
+# most of the world however it is split (0.0.0.0/1 + 128.0.0.0/1 is 0.0.0.0/0).
+MAX_SOURCE_ADDRESSES = 2 ** (32 - MIN_CLUSTER_PREFIX)
+
+
+def source_set_problem(networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> Optional[str]:
+    """Why a set of source networks is too wide to open anything to, or None.
+
+    Overlaps count once; per IP version, more than a /8's share of the address
+    space is too much (for IPv4, MAX_SOURCE_ADDRESSES)."""
+    networks = list(networks)
+    for version in (4, 6):
+        merged = list(ipaddress.collapse_addresses(n for n in networks if n.version == version))
+        covered = sum(net.num_addresses for net in merged)
+        if merged and covered > 2 ** (merged[0].max_prefixlen - MIN_CLUSTER_PREFIX):
+            return (
+                f"together cover {covered} addresses ({', '.join(map(str, merged))}), more than a /{MIN_CLUSTER_PREFIX}: "
+                "most of the world however it is split; name only the networks that need it"
+            )
+    return None
 
 
 class TierView(NamedTuple):
@@ -75,7 +96,7 @@ def _network_rules(net: Network) -> list[Problem]:
     if net.cidr.prefixlen < MIN_CLUSTER_PREFIX:
         problems.append(Problem(
             "network.cidr",
-            f"{net.cidr} is wider than /{MIN_CLUSTER_PREFIX}: Ray's internal ports are open to all of network.cidr; name the cluster's subnet",
+            f"{net.cidr} is wider than /{MIN_CLUSTER_PREFIX}: the Ray dashboard may be opened to all of network.cidr; name the cluster's subnet",
         ))
     if net.gateway not in net.cidr:
         problems.append(Problem("network.gateway", f"{net.gateway} is outside network.cidr {net.cidr}"))
@@ -86,6 +107,9 @@ def _network_rules(net: Network) -> list[Problem]:
             problems.append(
                 Problem(f"network.adminCidrs[{i}]", f"{admin} would open SSH and dashboards to everyone; name the admin networks")
             )
+    too_wide = source_set_problem(net.admin_cidrs)
+    if too_wide and all(admin.prefixlen > 0 for admin in net.admin_cidrs):
+        problems.append(Problem("network.adminCidrs", f"SSH and the dashboards are opened to these networks, which {too_wide}"))
     return problems
 
 

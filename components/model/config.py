@@ -178,19 +178,32 @@ class Tier(ConfigModel):
         return self.override != "off"
 
 
+def _pinned_image(reference: str) -> str:
+    """An exact version tag, optionally followed by `@sha256:<digest>` (then pulled by digest)."""
+    tagged, at, digest = reference.partition("@")
+    if at:
+        f._digest(digest)
+    require_pinned(tagged)
+    return reference
+
+
 class Images(ConfigModel):
+    """Each image by exact tag; `<image>:<tag>@sha256:<digest>` pins the digest too."""
+
     prometheus: str = "prom/prometheus:v2.53.4"
     grafana: str = "grafana/grafana:12.0.2"
     node_exporter: str = "prom/node-exporter:v1.9.1"
     cadvisor: str = "gcr.io/cadvisor/cadvisor:v0.52.1"
 
-    _pinned = field_validator("*")(classmethod(lambda cls, v: require_pinned(v)))
+    _pinned = field_validator("*")(classmethod(lambda cls, v: _pinned_image(v)))
 
 
 class Monitoring(ConfigModel):
     host: Optional[f.Hostname] = None
     retention_days: int = Field(default=15, gt=0)
     images: Images = Images()
+    # Off: every Grafana page needs a login (README "Grafana": what the Ray dashboard shows then).
+    grafana_anonymous_viewing: bool = False
 
 
 class Registry(ConfigModel):

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
+from components.model.checks import source_set_problem
 from components.model.fields import ConfigModel, Port, ipv4_network, refuse_booleans
 from components.model.ports import MONITORING, RAY, SSH
 
@@ -79,6 +80,13 @@ class ExtraPort(ConfigModel):
             raise ValueError(f"{taken[0]} is {reserved[taken[0]]}, which the firewall already opens to whom it belongs: pick another port")
         if self.port <= RAY.max_worker and last >= RAY.min_worker:
             raise ValueError(f"overlaps Ray's worker ports {RAY.min_worker}-{RAY.max_worker}: pick another port")
+        return self
+
+    @model_validator(mode="after")
+    def _not_the_world_in_pieces(self) -> "ExtraPort":
+        too_wide = source_set_problem(source for source in self.sources if not isinstance(source, str))
+        if too_wide:
+            raise ValueError(f"the networks in `from` {too_wide}")
         return self
 
     @property

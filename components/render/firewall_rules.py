@@ -3,25 +3,30 @@
 Pure: no Pulumi. `firewall.Firewall` runs `ufw_script(firewall_rules(...))` on
 the VM with sudo.
 
-Every rule allows TCP to one port (or port range) from one named source: SSH
-from the admin networks, Ray's internal ports from the cluster network,
-metrics and exporters from the monitoring host only, the head's dashboard and
-client from the admin and cluster networks, and Grafana/Prometheus from the
-admin networks (and from the head, whose dashboard queries both server-side),
-and a tier's `extraPorts` from the sources its config names. Everything else
-is dropped; nothing is ever open to the world.
+Every rule allows a few ports (TCP unless an extra port says UDP) from one
+named source: SSH from the admin networks; Ray's internal ports from each node of the cluster (every node of
+every tier, live or not, so a tier coming or going changes no firewall; other
+hosts of the cluster network, its DNS servers for one, reach none of them);
+metrics and exporters from the monitoring host only; the head's dashboard and
+client from the admin networks and the nodes; Grafana/Prometheus from the
+admin networks (and from the head, whose dashboard queries both server-side);
+a tier's `extraPorts` from the sources its config names. Everything else is
+dropped; nothing is ever open to the world.
 """
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Union
 
 from components.model.config import ClusterConfig, PlacedNode
 from components.model.ports import MONITORING, RAY, SSH
 from components.render.remote_files import write_files_script
 
 PortOrRange = Union[int, tuple[int, int]]
+
+# ufw's (iptables multiport's) limit for one rule; a range counts twice.
+MAX_PORTS_PER_RULE = 15
 
 
 def firewall_name(node_name: str) -> str:
@@ -31,12 +36,11 @@ def firewall_name(node_name: str) -> str:
 
 @dataclass(frozen=True)
 class UfwRule:
-    """Allow `proto` to `port` (through `last_port`, if a range) from `source`."""
+    """Allow `proto` to each of `opened` (ports and (first, last) ranges) from `source`."""
 
-    port: int
+    opened: tuple[PortOrRange, ...]
     source: str  # an IPv4 address or network, as ufw prints it
     comment: str
-    last_port: Optional[int] = None
     proto: str = "tcp"
 
     def __post_init__(self) -> None:
@@ -45,10 +49,17 @@ class UfwRule:
             raise ValueError(f"refusing a UFW rule from {self.source}: name the networks allowed")
         if "'" in self.comment:
             raise ValueError(f"a UFW comment must not contain a quote: {self.comment!r}")
+        if not self.opened or sum(2 if isinstance(p, tuple) else 1 for p in self.opened) > MAX_PORTS_PER_RULE:
+            raise ValueError(f"a UFW rule opens 1 to {MAX_PORTS_PER_RULE} ports (a range counts twice): {self.opened}")
 
     @property
     def ports(self) -> str:
-        return str(self.port) if self.last_port is None else f"{self.port}:{self.last_port}"
+        """The ports as ufw writes them back, sorted by first port: `22`, `6380,6381,10002:19999,52365`."""
+        ordered = sorted(self.opened, key=lambda p: p[0] if isinstance(p, tuple) else p)
+        return ",".join(f"{p[0]}:{p[1]}" if isinstance(p, tuple) else str(p) for p in ordered)
+
+    def covers(self, port: int) -> bool:
+        return any(p[0] <= port <= p[1] if isinstance(p, tuple) else p == port for p in self.opened)
 
     @property
     def spec(self) -> str:
@@ -61,59 +72,49 @@ class UfwRule:
         return f"{self.spec} comment '{self.comment}'"
 
 
-def _allow(sources: list[str], **ports: PortOrRange) -> list[UfwRule]:
-    """One rule per (named port, source); the port's name becomes the comment."""
-    rules = []
-    for name, port in ports.items():
-        first, last = port if isinstance(port, tuple) else (port, None)
-        rules += [UfwRule(first, source, f"ray-cluster {name}", last) for source in sources]
-    return rules
+def _allow(purpose: str, sources: list[str], *ports: PortOrRange) -> list[UfwRule]:
+    """One rule per source opening `ports`; the purpose becomes the comment."""
+    return [UfwRule(tuple(ports), source, f"ray-cluster {purpose}") for source in sources]
 
 
 def _host(placed: PlacedNode) -> str:
     return str(placed.node.ip)  # ufw prints a single host without /32
 
 
+# Every node's internal Ray ports: raylet, object manager, agents and the workers' range.
+RAY_INTERNAL: tuple[PortOrRange, ...] = (
+    RAY.node_manager,
+    RAY.object_manager,
+    RAY.runtime_env_agent,
+    RAY.dashboard_agent_grpc,
+    RAY.dashboard_agent_http,
+    (RAY.min_worker, RAY.max_worker),
+)
+
+
 def firewall_rules(cfg: ClusterConfig, placed: PlacedNode) -> list[UfwRule]:
     """Every port `placed` opens, each to the sources that need it."""
     admins = [str(cidr) for cidr in cfg.network.admin_cidrs]
-    cluster = [str(cfg.network.cidr)]
-    monitor = cfg.monitoring_host
+    # Every node of every tier, live or not: the heavy tier's evening arrival changes no rule.
+    nodes = [_host(p) for p in cfg.placed_nodes]
+    monitor = [_host(cfg.monitoring_host)]
     name = placed.node.name
     is_head = name == cfg.head.node.name
-    is_monitor = name == monitor.node.name
+    is_monitor = name == cfg.monitoring_host.node.name
 
-    rules = _allow(admins, ssh=SSH)
-    rules += _allow(
-        cluster,
-        node_manager=RAY.node_manager,
-        object_manager=RAY.object_manager,
-        runtime_env_agent=RAY.runtime_env_agent,
-        dashboard_agent_grpc=RAY.dashboard_agent_grpc,
-        dashboard_agent_http=RAY.dashboard_agent_http,
-        workers=(RAY.min_worker, RAY.max_worker),
-    )
-    rules += _allow(
-        [_host(monitor)],
-        metrics_export=RAY.metrics_export,
-        node_exporter=MONITORING.node_exporter,
-        cadvisor=MONITORING.cadvisor,
-    )
+    rules = _allow("ssh", admins, SSH)
+    # Only the head runs the GCS; workers dial it, nothing dials a worker's.
+    rules += _allow("ray internal", nodes, *((RAY.gcs,) if is_head else ()), *RAY_INTERNAL)
+    head_metrics = (RAY.autoscaler_metrics, RAY.dashboard_metrics) if is_head else ()
+    rules += _allow("metrics", monitor, RAY.metrics_export, MONITORING.node_exporter, MONITORING.cadvisor, *head_metrics)
     if is_head:
-        # Only the head runs the GCS; workers dial it, nothing dials a worker's.
-        rules += _allow(cluster, gcs=RAY.gcs)
-        rules += _allow(admins + cluster, dashboard=RAY.dashboard, client=RAY.client)
-        rules += _allow(
-            [_host(monitor)],
-            autoscaler_metrics=RAY.autoscaler_metrics,
-            dashboard_metrics=RAY.dashboard_metrics,
-        )
+        rules += _allow("ray dashboard and client", admins + nodes, RAY.dashboard, RAY.client)
     if is_monitor:
         # The head's dashboard checks Grafana's health and queries Prometheus itself.
         ui_sources = admins if is_head else admins + [_host(cfg.head)]
-        rules += _allow(ui_sources, grafana=MONITORING.grafana, prometheus=MONITORING.prometheus)
-    rules += _extra_port_rules(placed, admins, cluster)
-    return list(dict.fromkeys(rules))  # an admin network may also be the cluster network
+        rules += _allow("grafana and prometheus", ui_sources, MONITORING.grafana, MONITORING.prometheus)
+    rules += _extra_port_rules(placed, admins, [str(cfg.network.cidr)])
+    return list(dict.fromkeys(rules))
 
 
 def _extra_port_rules(placed: PlacedNode, admins: list[str], cluster: list[str]) -> list[UfwRule]:
@@ -121,8 +122,8 @@ def _extra_port_rules(placed: PlacedNode, admins: list[str], cluster: list[str])
     rules = []
     for extra in placed.tier.extra_ports:
         sources = [s for source in extra.sources for s in {"admins": admins, "cluster": cluster}.get(str(source), [str(source)])]
-        last = extra.to_port if extra.to_port not in (None, extra.port) else None
-        rules += [UfwRule(extra.port, source, f"ray-cluster {placed.tier_name} extra", last, extra.protocol) for source in sources]
+        opened = (extra.port, extra.to_port) if extra.to_port not in (None, extra.port) else extra.port
+        rules += [UfwRule((opened,), source, f"ray-cluster {placed.tier_name} extra", extra.protocol) for source in sources]
     return rules
 
 

@@ -302,23 +302,53 @@ def grafana_provisioning(cfg: ClusterConfig) -> dict[str, str]:
     }
 
 
+GRAFANA_CONTAINER = "grafana"
+# How long the password rotation waits for a (re)started Grafana to answer: 2 s apart.
+GRAFANA_READY_TRIES = 90
+
+
 def grafana_env(cfg: ClusterConfig) -> dict[str, str]:
     """Grafana's non-secret settings. GF_SECURITY_ADMIN_PASSWORD comes from a Pulumi secret."""
+    anonymous = cfg.monitoring.grafana_anonymous_viewing
     return {
         "GF_SERVER_HTTP_PORT": str(MONITORING.grafana),
         "GF_SERVER_ROOT_URL": grafana_url(cfg),
         "GF_PATHS_PROVISIONING": GRAFANA_PROVISIONING.container,
         "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": f"{GRAFANA_DASHBOARDS.container}/{OVERVIEW_DASHBOARD}",
-        # The Ray dashboard embeds Grafana panels in iframes, viewed without a Grafana login.
+        # The Ray dashboard embeds Grafana panels in iframes.
         "GF_SECURITY_ALLOW_EMBEDDING": "true",
-        "GF_AUTH_ANONYMOUS_ENABLED": "true",
-        "GF_AUTH_ANONYMOUS_ORG_ROLE": "Viewer",
+        # monitoring.grafanaAnonymousViewing: whoever reaches Grafana (the admin networks) may view
+        # it without a login, so the Ray dashboard's embedded panels show for everyone.
+        "GF_AUTH_ANONYMOUS_ENABLED": str(anonymous).lower(),
+        **({"GF_AUTH_ANONYMOUS_ORG_ROLE": "Viewer"} if anonymous else {}),
         "GF_USERS_ALLOW_SIGN_UP": "false",
         "GF_USERS_ALLOW_ORG_CREATE": "false",
         # On-prem: no calls home.
         "GF_ANALYTICS_REPORTING_ENABLED": "false",
         "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
     }
+
+
+def grafana_password_rotation() -> str:
+    """Shell (on the monitoring host) that sets Grafana's admin password to the line on its stdin.
+
+    GF_SECURITY_ADMIN_PASSWORD is read only when Grafana creates its database; on
+    the volume's existing database a new value changes nothing and the old
+    password keeps working. `grafana cli admin reset-admin-password` writes the
+    password into the database itself (grafana/grafana
+    pkg/cmd/grafana-cli/commands/reset_password_command.go, user id 1 = the
+    admin Grafana created). The password comes on stdin, never on a command line.
+    Waits first for Grafana to answer (it may just have been (re)started); fails
+    if it never does, or if the reset fails.
+    """
+    probe = f"http://127.0.0.1:{MONITORING.grafana}/api/health"
+    return (
+        "set -e; tries=0; "
+        f"until sudo docker exec {GRAFANA_CONTAINER} wget -q -O /dev/null {probe} </dev/null; do "
+        f'tries=$((tries + 1)); [ "$tries" -lt {GRAFANA_READY_TRIES} ] || {{ echo "grafana never answered" >&2; exit 1; }}; sleep 2; '
+        "done; "
+        f"sudo docker exec -i {GRAFANA_CONTAINER} grafana cli admin reset-admin-password --password-from-stdin"
+    )
 
 
 def ray_dashboard_env(cfg: ClusterConfig) -> dict[str, str]:

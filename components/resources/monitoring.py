@@ -120,6 +120,17 @@ class MonitoringStack(pulumi.ComponentResource):
             secrets={"GF_SECURITY_ADMIN_PASSWORD": self.grafana_admin_password},
             volume_names={"grafana-data": grafana_data.name},
         )
+        # The container's variable sets the password only in a new database: this sets it in
+        # the one on the volume, on every rotation (and on every new container), so the old
+        # password stops working and the stack output is the password that works.
+        remote.Command(
+            f"{host}-grafana-password-reset",
+            connection=on.connection,
+            create=mc.grafana_password_rotation(),
+            stdin=self.grafana_admin_password,
+            triggers=pulumi.Output.secret([self.grafana_admin_password, self.grafana.id]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.grafana], deleted_with=on.vm),
+        )
         self.register_outputs({"prometheusUrl": args.prometheus_url, "grafanaUrl": args.grafana_url})
 
     def _dashboards(self, on: OnNode, ssh_user: str) -> remote.CopyToRemote:

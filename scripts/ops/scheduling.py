@@ -25,7 +25,7 @@ from components.model.errors import CONFIG_ERROR_EXIT
 from components.model.stack import AT_ENVIRONMENT
 from components.render import drain
 from components.render.drain_over_ssh import drain_over_ssh
-from scripts.ops import ray_state
+from scripts.ops import credentials, ray_state
 from scripts.ops.ssh_agent import AgentError, cluster_agent
 
 # USAGE is every tool's exit code for a bad config (components/model/errors.py).
@@ -62,7 +62,8 @@ class JsonLog:
 
 def open_stack(stack_name: str, work_dir: Path):
     """The real stack: the Pulumi program in `work_dir`, driven by the local Pulumi CLI."""
-    return auto.select_stack(stack_name, work_dir=str(work_dir))
+    cli_env = auto.LocalWorkspaceOptions(env_vars=credentials.pulumi_cli_env())
+    return auto.select_stack(stack_name, work_dir=str(work_dir), opts=cli_env)
 
 
 @dataclass

@@ -112,6 +112,10 @@ def firewall_rules(cfg: ClusterConfig, placed: PlacedNode) -> list[UfwRule]:
         # The head's dashboard checks Grafana's health and queries Prometheus itself.
         ui_sources = admins if is_head else admins + [_host(cfg.head)]
         rules += _allow(ui_sources, grafana=MONITORING.grafana, prometheus=MONITORING.prometheus)
+        # The image mirror serves the cluster's nodes only (plain HTTP, no credentials).
+        rules += _allow(
+            [_host(p) for p in cfg.placed_nodes], image_mirror=MONITORING.image_mirror, log_archive=MONITORING.log_archive
+        )
     rules += _extra_port_rules(placed, admins, cluster)
     return list(dict.fromkeys(rules))  # an admin network may also be the cluster network
 

@@ -4,11 +4,10 @@ report's line is what the scheduler's morning report reads."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from zoneinfo import ZoneInfo
 
-from components.render import drain, drain_program
+from components.render import drain_program
 from scripts.ops import local_drain, night_report
 from test_drain import delivered, unused_port
 
@@ -28,8 +27,3 @@ def test_a_node_that_could_not_be_drained_is_reported_as_such(prod_config, tmp_p
         "objectsKept": None, "objectsLost": None,  # unknown: never "nothing lost"
     }
 
-
-def test_results_are_kept_on_the_heads_tier(prod_config):
-    settings = json.loads(drain.drain_files(drain.drain_settings(prod_config, prod_config.placed("ray-hc-1")))[drain.SETTINGS_FILE])
-    head_tier = prod_config.head.tier_name
-    assert settings["keepTier"] == head_tier and prod_config.tiers[head_tier].always_on

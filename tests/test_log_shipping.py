@@ -2,7 +2,6 @@
 monitoring host in one loopback-only namespace (its own hostname), and the wiring."""
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 

@@ -294,18 +294,18 @@ class Drain:
                     kept = keeper.run(give_up)
                 except Exception as error:
                     self.report("keep-failed", error=str(error))
-                now = self.census(gcs, info, running_tasks(info.raylet_socket_name))
-                self.report("waiting", seconds=round(last_report - started, 1), kept=kept, **now)
-                held = now["objects"]
+                state = self.census(gcs, info, running_tasks(info.raylet_socket_name))
+                self.report("waiting", seconds=round(last_report - started, 1), kept=kept, **state)
+                held = state["objects"]
                 # Idle, and what it still holds is kept on the always-on tier: the raylet would wait for
                 # the owners to let go, the removal need not.
-                if not now["running"] and held is not None and kept["count"] and held["count"] <= kept["count"]:
+                if not state["running"] and held is not None and kept["count"] and held["count"] <= kept["count"]:
                     self.report("kept", seconds=round(time.monotonic() - started, 1), kept=kept)
                     self.final_report(True, at_start, [], None, kept)
                     return 0
             time.sleep(1)
-        now = self.census(gcs, info, running_tasks(info.raylet_socket_name))
-        running, held = now["running"], now["objects"]
+        state = self.census(gcs, info, running_tasks(info.raylet_socket_name))
+        running, held = state["running"], state["objects"]
         if held is not None:  # what is kept has a copy elsewhere: only the rest is lost
             held = {**held, "count": max(0, held["count"] - kept["count"]), "bytes": max(0, held["bytes"] - kept["bytes"])}
         # Say exactly what keeps the node: tasks, and results its object store holds for their owners
@@ -319,7 +319,7 @@ class Drain:
                 f"their owners (jobs {sorted(held['owners'])}): lost with the node, Ray re-runs their tasks when asked"
             )
         self.alarm(f"the deadline ({seconds}s) passed: {'; '.join(what)}; removing it anyway")
-        self.report("deadline-passed", kept=kept, **now)
+        self.report("deadline-passed", kept=kept, **state)
         self.final_report(False, at_start, running, held, kept)
         return EXIT_DEADLINE_PASSED
 

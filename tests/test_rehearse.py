@@ -229,6 +229,8 @@ def test_the_rendered_drain_takes_the_real_time_left_and_loses_no_work(prod_nigh
     assert tasks["finished"] == tasks["submitted"] > 0
     assert (tasks["lost"], tasks["reExecuted"]) == (0, 0)
     assert tasks["waitedForNextWindow"] > 0  # work still queued at the drain ran the next evening
+    # After the node is gone, a line a night task wrote is read from the monitoring host's archive.
+    assert night["logs"]["archivedTaskLines"] > 0 and "night task heavy-compute-" in night["logs"]["example"]
     assert night["ok"]
 
 

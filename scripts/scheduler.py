@@ -29,6 +29,7 @@ Exit codes:
        node unreachable): work on that node may be lost; the report's drainAlarms say which
     7  the working copy is not what origin/<branch> says (local changes, or behind):
        nothing was done; `git pull --ff-only` and run again
+    8  a tier brought up joined, but the smoke test on it failed (the report's smokeTest)
 
 The instant: `plan` and `apply` hand it to the Pulumi program in the environment
 (RAY_CLUSTER_AT) of the Pulumi CLI they start; nothing is written into

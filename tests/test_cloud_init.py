@@ -142,3 +142,55 @@ def test_libyaml_writes_the_very_text_pyyaml_would(prod_config):
             yaml.safe_load(cloud_init.user_data(prod_config, placed, HOST_PRIVATE, HOST_PUBLIC)), sort_keys=False
         )
         assert cloud_init.metadata(prod_config, placed) == yaml.safe_dump(yaml.safe_load(cloud_init.metadata(prod_config, placed)), sort_keys=False)
+
+# ---- A nightly VM installs nothing: the template's Docker, the LAN's images ----
+
+
+def _stub_bin(tmp_path, present: set[str]):
+    """A PATH with `present` as stub commands and an apt-get that records its calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for command in present:
+        (bin_dir / command).write_text("#!/bin/sh\n")
+    (bin_dir / "apt-get").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/apt-calls\n")
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    return f"{bin_dir}:/usr/bin:/bin"
+
+
+def _runcmd_script(cfg, placed) -> str:
+    document = yaml.safe_load(cloud_init.user_data(cfg, placed, HOST_PRIVATE, HOST_PUBLIC))
+    [check] = [cmd for cmd in document["runcmd"] if cmd[:2] == ["sh", "-c"]]
+    return check[2]
+
+
+def test_a_heavy_vm_cloud_init_installs_nothing_and_names_what_the_template_lacks(prod_config, tmp_path):
+    heavy = next(p for p in prod_config.placed_nodes if not p.tier.always_on)
+    user_data = cloud_init.user_data(prod_config, heavy, HOST_PRIVATE, HOST_PUBLIC)
+    document = yaml.safe_load(user_data)
+    assert not {"packages", "package_update", "package_upgrade", "apt", "snap"} & set(document)
+    assert "http://" not in user_data and "https://" not in user_data and "docker.io" not in str(document["runcmd"][1:])
+    # /usr/bin has python3 here; docker and ufw are absent from the stub PATH (and from this machine's /usr/bin).
+    path = _stub_bin(tmp_path, {"python3"})
+    env = {"PATH": path}
+    result = subprocess.run(["/bin/sh", "-c", _runcmd_script(prod_config, heavy)], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "the template lacks docker.io" in result.stderr
+    assert not (tmp_path / "apt-calls").exists(), "a nightly VM must never run apt"
+
+
+def test_a_heavy_vm_with_a_complete_template_passes_the_check(prod_config, tmp_path):
+    heavy = next(p for p in prod_config.placed_nodes if not p.tier.always_on)
+    env = {"PATH": _stub_bin(tmp_path, {"docker", "ufw", "python3", "rsyslogd"})}
+    result = subprocess.run(["/bin/sh", "-c", _runcmd_script(prod_config, heavy)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "apt-calls").exists()
+
+
+def test_an_always_on_vm_installs_only_what_its_template_lacks(prod_config, tmp_path):
+    always_on = prod_config.head
+    env = {"PATH": _stub_bin(tmp_path, {"ufw", "python3", "rsyslogd"})}
+    result = subprocess.run(["/bin/sh", "-c", _runcmd_script(prod_config, always_on)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "apt-calls").read_text().splitlines()
+    assert calls[0] == "update" and calls[1].split()[-1] == "docker.io" and "ufw" not in calls[1]

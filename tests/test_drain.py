@@ -92,6 +92,8 @@ def test_settings_say_what_the_stack_file_says(prod_config, tmp_path):
         "nodeName": "ray-hc-2",
         "nodeIp": next(n["ip"] for n in heavy["nodes"] if n["name"] == "ray-hc-2"),
         "gcsAddress": next(f"{n['ip']}:6379" for t in raw["tiers"].values() for n in t["nodes"] if n.get("head")),
+        # Where the drain keeps the node's results: the head's tier.
+        "keepTier": next(name for name, t in raw["tiers"].items() if any(n.get("head") for n in t["nodes"])),
         "graceSeconds": 60.0 * raw["ray"]["drainGraceMinutes"],
         "window": {
             "start": f"{window['start']}:00",

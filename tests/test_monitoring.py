@@ -179,8 +179,21 @@ def test_expected_intervals_agree_with_the_schedule_for_two_weeks(override):
         at = NOON + step * dt.timedelta(minutes=10)
         for name, tier in cfg.tiers.items():
             inside = any(start <= at.timestamp() < until for (tier_name, _), (start, until) in intervals.items() if tier_name == name)
-            assert inside == tier.live_at(at), (name, at)
+            assert inside == tier.expected_at(at), (name, at)
     assert [labels for labels, _ in samples["raycluster_node_declared"]] == [mc.node_labels(p) for p in cfg.placed_nodes]
+
+
+def test_the_bring_up_lead_is_deployed_but_not_yet_expected(prod_config):
+    """In the bring-up lead the VMs exist and are booting: no alert until the window's start."""
+    heavy = prod_config.tiers["heavy-compute"]
+    window = heavy.window
+    assert window.bring_up_lead > dt.timedelta(0)
+    start = window.occurrence(dt.date(2026, 6, 10)).start
+    booting = start - window.bring_up_lead
+    starts = {from_ for from_, _ in mc.live_intervals(heavy, booting)}
+    assert heavy.live_at(booting) and not heavy.live_at(booting - dt.timedelta(seconds=1))
+    assert start.timestamp() in starts and booting.timestamp() not in starts
+    assert not any(from_ <= (start - dt.timedelta(seconds=1)).timestamp() < until for from_, until in mc.live_intervals(heavy, booting))
 
 
 def test_live_intervals_follow_daylight_saving():

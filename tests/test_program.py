@@ -5,6 +5,7 @@ import json
 import pytest
 import yaml
 
+from components.model.ports import MONITORING
 from components.model.versions import pinned_version
 from scripts.ops.program_mocks import TEMPLATE, TEST_SECRETS, image_id, run_program
 
@@ -232,7 +233,8 @@ def test_ray_containers_properties(night, prod_config):
     for placed in prod_config.placed_nodes:
         c = night.one(CONTAINER, f"{placed.node.name}-ray")
         image = night.one(IMAGE, f"{placed.node.name}-ray-image")
-        assert image.inputs["name"] == "rayproject/ray:2.60.0-py311"
+        # From the LAN mirror on the monitoring host (tests/test_image_mirror.py).
+        assert image.inputs["name"] == f"{prod_config.monitoring_host.node.ip}:{MONITORING.image_mirror}/rayproject/ray:2.60.0-py311"
         assert c.inputs["image"] == image_id(image.inputs["name"])
         assert c.inputs["networkMode"] == "host" and not c.inputs.get("ports")
         assert c.inputs["restart"] == "unless-stopped"
@@ -300,6 +302,7 @@ def test_monitoring_containers(night, prod_config):
     names = sorted(c.name for c in monitoring)
     expected = sorted(
         [f"{n}-node-exporter" for n in AO + HC] + [f"{n}-cadvisor" for n in AO + HC] + [f"{host}-prometheus", f"{host}-grafana"]
+        + [f"{host}-image-mirror"]
     )
     assert names == expected
     for c in monitoring:
@@ -309,7 +312,7 @@ def test_monitoring_containers(night, prod_config):
         assert c.inputs["image"] == image_id(image.inputs["name"])
         assert pinned_version(image.inputs["name"]) is not None
     volumes = {r.inputs["name"] for r in night.of_type("docker:index/volume:Volume")}
-    assert volumes == {"prometheus-data", "grafana-data"}
+    assert volumes == {"prometheus-data", "grafana-data", "image-mirror"}
     grafana = night.one(CONTAINER, f"{host}-grafana")
     env = dict(e.split("=", 1) for e in grafana.inputs["envs"])
     assert env["GF_SECURITY_ADMIN_PASSWORD"] == TEST_SECRETS["grafanaAdminPassword"] and "envs" in grafana.secret_inputs

@@ -210,7 +210,12 @@ def test_the_heavy_tier_lives_its_next_night_by_the_real_schedule(prod_night, pr
     # The next window: it starts after the rehearsal began, the one before did not.
     assert window.occurrence(day - dt.timedelta(days=1)).start <= prod_night.started < start
     assert (night["evening"]["live"], night["morning"]["live"], night["nextEvening"]["live"]) == (True, False, True)
-    assert dt.datetime.fromisoformat(night["nextEvening"]["at"]) == window.occurrence(day + dt.timedelta(days=1)).start
+    # Brought up its lead before each start, and joined by the start.
+    assert dt.datetime.fromisoformat(night["evening"]["at"]) == occurrence.bring_up == start - window.bring_up_lead
+    assert window.bring_up_lead > dt.timedelta(0)
+    assert dt.datetime.fromisoformat(night["nextEvening"]["at"]) == window.occurrence(day + dt.timedelta(days=1)).bring_up
+    for evening in (night["evening"], night["nextEvening"]):
+        assert evening["readyByStart"] and 0 < evening["joinSeconds"] <= window.bring_up_lead.total_seconds()
 
 
 def test_the_rendered_drain_takes_the_real_time_left_and_loses_no_work(prod_night):
@@ -224,6 +229,8 @@ def test_the_rendered_drain_takes_the_real_time_left_and_loses_no_work(prod_nigh
     assert tasks["finished"] == tasks["submitted"] > 0
     assert (tasks["lost"], tasks["reExecuted"]) == (0, 0)
     assert tasks["waitedForNextWindow"] > 0  # work still queued at the drain ran the next evening
+    # After the node is gone, a line a night task wrote is read from the monitoring host's archive.
+    assert night["logs"]["archivedTaskLines"] > 0 and "night task heavy-compute-" in night["logs"]["example"]
     assert night["ok"]
 
 

@@ -219,7 +219,7 @@ def test_summary_totals_tiers_and_ports_equal_the_config(rendered, prod_config):
         )
         assert entry["ips"] == [str(node.ip) for node in tier.nodes]
     schedules = {entry["name"]: entry["schedule"] for entry in summary["tiers"]}
-    assert schedules == {"always-on": "always", "heavy-compute": "18:00–06:00 Europe/Berlin, drained from 05:45"}
+    assert schedules == {"always-on": "always", "heavy-compute": "18:00–06:00 Europe/Berlin, brought up from 17:30, drained from 05:45"}
     for node, placed in zip(summary["nodes"], prod_config.placed_nodes):
         opened = {(p["port"], source) for p in node["openPorts"] for source in p["sources"]}
         assert opened == {(r.ports, r.source) for r in fw.firewall_rules(prod_config, placed)}
@@ -261,7 +261,7 @@ def test_each_node_runs_its_containers(docker_argvs, prod_config):
     monitor = prod_config.monitoring_host.node.name
     for node, argvs in docker_argvs.items():
         names = [argv[argv.index("--name") + 1] for argv in argvs]
-        expected = [ray_start.CONTAINER_NAME, "node-exporter", "cadvisor"] + ["prometheus", "grafana"] * (node == monitor)
+        expected = ["image-mirror"] * (node == monitor) + [ray_start.CONTAINER_NAME, "node-exporter", "cadvisor"] + ["prometheus", "grafana"] * (node == monitor)
         assert names == expected and all(argv[:2] == ["run", "--detach"] for argv in argvs)
         for argv in argvs:
             assert argv[argv.index("--network") + 1] == "host" and argv[argv.index("--restart") + 1] == "unless-stopped"
@@ -389,13 +389,14 @@ def engine_view(name: str, body: dict) -> dict:
         "shm_bytes": host["ShmSize"],
         "stop_timeout": body.get("StopTimeout"),
         "labels": body["Labels"] or {},
+        "log": (host["LogConfig"]["Type"] or None, host["LogConfig"]["Config"] or {}),
     }
 
 
 # Container inputs the comparison covers; a new one must be rendered (and added here) first.
 COMPARED_INPUTS = {
     "name", "image", "command", "envs", "networkMode", "pidMode", "privileged", "volumes", "mounts",
-    "devices", "restart", "healthcheck", "shmSize", "stopTimeout", "labels",
+    "devices", "restart", "healthcheck", "shmSize", "stopTimeout", "labels", "logDriver", "logOpts",
     "destroyGraceSeconds",  # Pulumi's own wait when deleting; equals stopTimeout, checked below
 }
 
@@ -432,6 +433,7 @@ def pulumi_view(container, image_name: str) -> dict:
         "stop_timeout": int(i["stopTimeout"]) if "stopTimeout" in i else None,
         # The head container's id exists only at deploy time (the engine orders replacements by it).
         "labels": {label["label"]: label["value"] for label in i.get("labels") or [] if label["label"] != HEAD_CONTAINER_LABEL},
+        "log": (i.get("logDriver"), i.get("logOpts") or {}),
     }
 
 

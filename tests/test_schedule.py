@@ -248,3 +248,40 @@ class TestTierLiveAt:
         tier = prod_config.tiers["always-on"]
         assert tier.window is None
         assert all(tier.live_at(self.NOON + dt.timedelta(hours=h)) for h in range(0, 24, 5))
+
+
+class TestBringUpLead:
+    """The tier is deployed `bring_up_lead` before `start`, so it serves at `start`."""
+
+    window = DailyWindow(dt.time(18), dt.time(6), BERLIN, dt.timedelta(minutes=15), dt.timedelta(minutes=30))
+
+    @pytest.mark.parametrize(
+        "instant, live, serving",
+        [
+            ((2026, 6, 10, 17, 29, 59), False, False),
+            ((2026, 6, 10, 17, 30, 0), True, False),  # the bring-up: deployed, not yet expected
+            ((2026, 6, 10, 17, 59, 59), True, False),
+            ((2026, 6, 10, 18, 0, 0), True, True),
+            ((2026, 6, 11, 5, 45, 0), False, False),
+            ((2026, 3, 28, 17, 30, 0), True, False),  # the evening before the clocks go forward
+            ((2026, 10, 24, 17, 30, 0), True, False),  # the evening before they go back
+        ],
+    )
+    def test_edges(self, instant, live, serving):
+        at = local(BERLIN, *instant)
+        assert (self.window.wants_live(at), self.window.serving(at)) == (live, serving)
+
+    def test_next_transition_is_the_bring_up(self):
+        assert self.window.next_transition(local(BERLIN, 2026, 6, 10, 12)) == local(BERLIN, 2026, 6, 10, 17, 30)
+
+    def test_the_drain_deadline_in_the_lead_is_the_grace(self):
+        # A removal while the tier is being brought up (an override, a node dropped) is not the schedule's.
+        assert drain_deadline_seconds(self.window, dt.timedelta(minutes=20), local(BERLIN, 2026, 6, 10, 17, 45)) == 1200
+
+    def test_transitions_flip_wants_live_across_clock_changes(self):
+        for start in (dt.datetime(2026, 3, 26, tzinfo=dt.timezone.utc), dt.datetime(2026, 10, 22, tzinfo=dt.timezone.utc)):
+            instant = start
+            while instant < start + dt.timedelta(days=5):
+                edge = self.window.next_transition(instant)
+                assert self.window.wants_live(edge) != self.window.wants_live(edge - SECOND)
+                instant += dt.timedelta(minutes=37)

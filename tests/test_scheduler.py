@@ -18,7 +18,7 @@ from pulumi import automation as auto
 from components.model.stack import AT_ENVIRONMENT
 from components.render import drain
 from scripts import scheduler
-from scripts.ops import scheduling
+from scripts.ops import night_report, scheduling
 from scripts.ops.ray_state import RayNodeView
 from components.render.drain_over_ssh import drain_over_ssh
 from conftest import require_tool
@@ -40,6 +40,7 @@ def program_outputs(cfg, at: dt.datetime) -> dict:
         "liveTiers": cfg.live_tiers(at),
         "nodes": [{"name": p.node.name, "tier": p.tier_name, "ip": str(p.node.ip)} for p in cfg.live_nodes(at)],
         "dashboardUrl": "http://head.invalid:8265",
+        "rayClientAddress": "ray://head.invalid:10001",
         "hostKeys": {p.node.name: f"ssh-ed25519 AAAAHostKeyOf{p.node.name.replace('-', '')}" for p in cfg.live_nodes(at)},
     }
 
@@ -61,7 +62,11 @@ class Result:
 class StandInStack:
     """Records every call in order and behaves like the program: the pinned `at` decides."""
 
-    def __init__(self, cfg, deployed_at: str | None = None, locked: dict[str, int] | None = None, drain_alarm: str = "", ssh_key: str = ""):
+    def __init__(
+        self, cfg, deployed_at: str | None = None, locked: dict[str, int] | None = None, drain_alarm: str = "", ssh_key: str = "",
+        drain_reports: dict[str, dict] | None = None,
+    ):
+        self.drain_reports = drain_reports or {}  # node -> what its drain program reports
         self.cfg, self.ssh_key = cfg, ssh_key or cluster_key()
         self.environments: list[dict[str, str]] = []  # what each engine operation saw
         self.drain_alarm = drain_alarm  # what a drain prints when it cannot finish
@@ -91,6 +96,10 @@ class StandInStack:
         if operation == "up" and self.drain_alarm:
             for name in sorted(have - want):  # as pulumi-command relays the remote stderr
                 on_output(f"    command:remote:Command ({name}-drain): {drain.ALARM_PREFIX} {name}: {self.drain_alarm}")
+        if operation == "up":
+            for name in sorted((have - want) & set(self.drain_reports)):  # as pulumi-command relays the drain's output
+                report = json.dumps({"node": name, **self.drain_reports[name]})
+                on_output(f"    command:local:Command ({name}-drain-on-delete): {night_report.DRAIN_REPORT_PREFIX} {report}")
         return {op: n for op, n in summary.items() if n}
 
     def get_config(self, key):
@@ -159,6 +168,16 @@ class Harness:
         self.ran: list[list[str]] = []
         self.log_stream = io.StringIO()
         self.checkout_problem: str | None = None  # what the git check finds (tests of it use real git)
+        self.captured: list[list[str]] = []
+        self.smoke_ok = True  # what the smoke test on a new tier finds
+        self.archived_lines = "42"  # what the monitoring host counts for a node's night
+
+    def capture(self, argv):
+        self.captured.append(argv)
+        if "scripts.smoke_test" in argv:
+            tiers = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--tier"]
+            return (0 if self.smoke_ok else 1), json.dumps([{"tier": t, "ok": self.smoke_ok} for t in tiers])
+        return 0, self.archived_lines + "\n"
 
     def open_stack(self, name, work_dir):
         assert (name, work_dir) == ("prod", ROOT)
@@ -179,6 +198,7 @@ class Harness:
             clock=self.time.clock,
             log=scheduling.JsonLog(self.log_stream),
             checkout=lambda work_dir, branch: self.checkout_problem,
+            capture=self.capture,
         )
         code = scheduler.main([*argv, "--json", "--work-dir", str(ROOT), "--lock-file", str(self.lock_file)], tools, out)
         return code, (json.loads(out.getvalue()) if out.getvalue() else {})
@@ -293,7 +313,7 @@ class TestApply:
         assert code == scheduling.DRAIN_INCOMPLETE
         assert report["drainAlarms"] == [f"{drain.ALARM_PREFIX} {name}: {alarm}" for name in ("ray-hc-1", "ray-hc-2", "ray-hc-3")]
         errors = [e for e in run.events() if e["level"] == "error"]
-        assert [e["event"] for e in errors] == ["drain_incomplete"] * 3
+        assert [e["event"] for e in errors] == ["drain_incomplete"] * 3 + ["morning"]  # and the morning report says so per node
         assert stack.deployed["liveTiers"] == ["always-on"]  # the removal went ahead, as the hardware will
 
     def test_a_clean_drain_raises_no_alarm(self, prod_config, tmp_path):
@@ -362,7 +382,7 @@ class TestPlanAndStatus:
         assert result.returncode == scheduling.OK, result.stderr
         report = json.loads(result.stdout)
         assert report["desired"]["liveTiers"] == ["always-on"]
-        assert report["desired"]["tiers"]["heavy-compute"]["nextTransition"] == "2026-06-10T18:00:00+02:00"
+        assert report["desired"]["tiers"]["heavy-compute"]["nextTransition"] == "2026-06-10T17:30:00+02:00"  # the bring-up for 18:00
         assert report["deployed"] is None
         logs = [json.loads(line) for line in result.stderr.splitlines()]
         assert {"ts", "level", "event"} <= set(logs[0])
@@ -424,6 +444,75 @@ class TestSecrets:
         assert not [value for value in SECRET_OUTPUTS.values() if value in written]
 
 
+class TestTheNightsEdges:
+    """The evening's smoke test on the new tier, and the morning's report per node."""
+
+    def test_after_the_bring_up_the_new_tier_is_smoke_tested_and_reported(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)
+        code, report = run("apply", "--at", EVENING)
+        assert code == scheduling.OK
+        [smoke] = [argv for argv in run.captured if "scripts.smoke_test" in argv]
+        assert smoke[smoke.index("--address") + 1] == "ray://head.invalid:10001"
+        assert [smoke[i + 1] for i, arg in enumerate(smoke) if arg == "--tier"] == ["heavy-compute"]  # the new tier only
+        assert report["smokeTest"] == [{"tier": "heavy-compute", "ok": True}]
+
+    def test_a_failed_smoke_test_fails_the_evening(self, noon_stack, tmp_path):
+        run = Harness(noon_stack, tmp_path)
+        run.smoke_ok = False
+        code, report = run("apply", "--at", EVENING)
+        assert code == scheduling.SMOKE_FAILED
+        assert report["smokeTest"] == [{"tier": "heavy-compute", "ok": False}]
+        assert any(e["event"] == "smoke_test" and e["level"] == "error" for e in run.events())
+
+    def test_no_smoke_test_when_nothing_was_brought_up(self, prod_config, tmp_path):
+        run = Harness(StandInStack(prod_config, deployed_at=EVENING), tmp_path)
+        code, report = run("apply", "--at", MORNING)
+        assert code == scheduling.OK and "smokeTest" not in report
+        assert not [argv for argv in run.captured if "scripts.smoke_test" in argv]
+
+    def test_the_morning_report_says_per_node_what_its_drain_saw_and_what_was_archived(self, prod_config, tmp_path):
+        drained = {"drained": True, "tasksFinished": 4, "tasksCut": 0, "objectsKept": {"count": 2, "bytes": 2048}, "objectsLost": {"count": 0, "bytes": 0}}
+        lost = {"drained": False, "tasksFinished": 1, "tasksCut": 2, "objectsKept": {"count": 0, "bytes": 0},
+                "objectsLost": {"count": 1, "bytes": 20 * 2**20, "owners": {"02000000": 1}}}
+        stack = StandInStack(prod_config, deployed_at=EVENING, drain_reports={"ray-hc-1": drained, "ray-hc-2": lost})
+        run = Harness(stack, tmp_path)
+        code, report = run("apply", "--at", MORNING)
+        assert code == scheduling.OK
+        morning = report["morning"]
+        assert morning["ray-hc-1"] == {**drained, "logsArchived": 42}
+        assert morning["ray-hc-2"] == {**lost, "logsArchived": 42}
+        assert morning["ray-hc-3"]["drained"] is False and "no drain report" in morning["ray-hc-3"]["error"]
+        # The log count ran on the monitoring host, its host key pinned, over the night's two days.
+        monitor = prod_config.monitoring_host.node
+        counts = [argv for argv in run.captured if argv[0] == "ssh"]
+        assert len(counts) == 3
+        assert f"KnownHostsCommand=/bin/echo {monitor.ip} ssh-ed25519 AAAAHostKeyOf{monitor.name.replace('-', '')}" in counts[0]
+        assert counts[0][-2] == f"rayops@{monitor.ip}"
+        night = dt.datetime.fromisoformat(MORNING).astimezone(dt.timezone.utc).date()
+        assert f"/var/log/ray-cluster/{night - dt.timedelta(days=1)}/ray-hc-1/*.log" in counts[0][-1]
+        assert f"/var/log/ray-cluster/{night}/ray-hc-1/*.log" in counts[0][-1]
+        [event] = [e for e in run.events() if e["event"] == "morning"]
+        assert event["level"] == "error"  # objects lost and tasks cut on ray-hc-2: not a normal morning
+
+    def test_a_clean_morning_is_logged_as_normal(self, prod_config, tmp_path):
+        clean = {"drained": True, "tasksFinished": 3, "tasksCut": 0, "objectsKept": {"count": 0, "bytes": 0}, "objectsLost": {"count": 0, "bytes": 0}}
+        stack = StandInStack(prod_config, deployed_at=EVENING, drain_reports={f"ray-hc-{i}": clean for i in (1, 2, 3)})
+        run = Harness(stack, tmp_path)
+        assert run("apply", "--at", MORNING)[0] == scheduling.OK
+        [event] = [e for e in run.events() if e["event"] == "morning"]
+        assert event["level"] == "info"
+        run.archived_lines = "0"
+        stack.deployed = program_outputs(prod_config, dt.datetime.fromisoformat(EVENING))
+        run("apply", "--at", MORNING)
+        assert [e["level"] for e in run.events() if e["event"] == "morning"][-1] == "error"  # no logs arrived: not normal
+
+    def test_a_report_line_is_found_in_pulumis_relayed_output(self):
+        line = '    command:local:Command (ray-hc-1-drain-on-delete): ray-cluster drain report {"node": "ray-hc-1", "drained": true}'
+        assert night_report.parse_drain_report(line) == {"node": "ray-hc-1", "drained": True}
+        assert night_report.parse_drain_report("ray-cluster drain report {not json") is None
+        assert night_report.parse_drain_report("an ordinary line") is None
+
+
 class TestCommandLine:
     def test_the_report_is_one_json_line(self, noon_stack, tmp_path):
         out = io.StringIO()
@@ -481,18 +570,20 @@ class TestCommandLine:
 
     def test_exit_codes_are_documented(self):
         doc = scheduler.__doc__
-        for name in ("OK", "FAILED", "USAGE", "OVERLAP", "STACK_LOCKED", "NOT_JOINED", "DRAIN_INCOMPLETE"):
+        for name in ("OK", "FAILED", "USAGE", "OVERLAP", "STACK_LOCKED", "NOT_JOINED", "DRAIN_INCOMPLETE", "SMOKE_FAILED"):
             assert re.search(rf"^    {getattr(scheduling, name)}  ", doc, re.MULTILINE), name
 
 
 class TestTimers:
-    """The systemd timer and the crontab fire exactly at the prod window start and drain start."""
+    """The systemd timer and the crontab fire exactly at the prod window's bring-up and drain start."""
 
     @pytest.fixture
     def edges(self, prod_config):
         window = prod_config.tiers["heavy-compute"].window
-        drain_start = (dt.datetime.combine(dt.date(2026, 1, 1), window.end) - window.drain_lead).time()
-        return {window.start, drain_start}, window.timezone
+        day = dt.date(2026, 1, 1)
+        drain_start = (dt.datetime.combine(day, window.end) - window.drain_lead).time()
+        bring_up = (dt.datetime.combine(day, window.start) - window.bring_up_lead).time()
+        return {bring_up, drain_start}, window.timezone
 
     def test_systemd_timer(self, edges):
         times, zone = edges
@@ -522,11 +613,11 @@ class TestTimers:
     @pytest.mark.parametrize(
         "base, expected",
         [
-            # The evening before the clocks go forward, and that morning's drain start.
-            ("2026-03-28 12:00:00 UTC", "2026-03-28 17:00:00 UTC"),
+            # The bring-up (17:30 Berlin) the evening before the clocks go forward, and that morning's drain start.
+            ("2026-03-28 12:00:00 UTC", "2026-03-28 16:30:00 UTC"),
             ("2026-03-28 18:00:00 UTC", "2026-03-29 03:45:00 UTC"),
-            # The evening before the clocks go back, and that morning's drain start.
-            ("2026-10-24 12:00:00 UTC", "2026-10-24 16:00:00 UTC"),
+            # The bring-up the evening before the clocks go back, and that morning's drain start.
+            ("2026-10-24 12:00:00 UTC", "2026-10-24 15:30:00 UTC"),
             ("2026-10-24 17:00:00 UTC", "2026-10-25 04:45:00 UTC"),
         ],
     )

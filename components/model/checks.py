@@ -123,6 +123,14 @@ def _window_rules(key: str, window: WindowSchedule) -> list[Problem]:
         problems.append(Problem(f"{key}.end", "must differ from start (use schedule: always for 24/7)"))
     elif dt.timedelta(minutes=window.drain_lead_minutes) >= length:
         problems.append(Problem(f"{key}.drainLeadMinutes", f"must be shorter than the window ({length})"))
+    elif dt.timedelta(minutes=window.bring_up_lead_minutes) > dt.timedelta(days=1) - length:
+        # The last night's VMs drain from end minus drainLeadMinutes and are removed by `end`:
+        # the next bring-up may not start before, or the two nights' VMs (same names, same IPs) overlap.
+        problems.append(Problem(
+            f"{key}.bringUpLeadMinutes",
+            f"must not reach back past the previous window's end {window.end:%H:%M} (at most {dt.timedelta(days=1) - length} before start), "
+            f"when its drain (drainLeadMinutes: {window.drain_lead_minutes}) and removal are over",
+        ))
     for edge in ("start", "end"):
         skipped = _skipped_by_dst(getattr(window, edge), window.timezone)
         if skipped:

@@ -80,6 +80,8 @@ class WindowSchedule(ConfigModel):
     end: dt.time
     timezone: str
     drain_lead_minutes: int = Field(default=15, ge=0)
+    # Cloned, booted and joined by `start` (README "Time to capacity"); alerts still expect the tier from `start`.
+    bring_up_lead_minutes: int = Field(default=0, ge=0)
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -106,6 +108,7 @@ class WindowSchedule(ConfigModel):
             end=self.end,
             timezone=self.timezone,
             drain_lead=dt.timedelta(minutes=self.drain_lead_minutes),
+            bring_up_lead=dt.timedelta(minutes=self.bring_up_lead_minutes),
         )
 
 
@@ -177,6 +180,14 @@ class Tier(ConfigModel):
             return window.wants_live(at)
         return self.override != "off"
 
+    def expected_at(self, at: dt.datetime) -> bool:
+        """Whether monitoring expects this tier's nodes at `at`: as `live_at`, but a window from its start
+        (not its bring-up: VMs still booting in the bring-up lead are no outage)."""
+        window = self.scheduled_window
+        if window is not None:
+            return window.serving(at)
+        return self.override != "off"
+
 
 def _pinned_image(reference: str) -> str:
     """An exact version tag, optionally followed by `@sha256:<digest>` (then pulled by digest)."""
@@ -194,6 +205,7 @@ class Images(ConfigModel):
     grafana: str = "grafana/grafana:12.0.2"
     node_exporter: str = "prom/node-exporter:v1.9.1"
     cadvisor: str = "gcr.io/cadvisor/cadvisor:v0.52.1"
+    registry: str = "registry:3.0.0"  # the LAN image mirror (components/render/image_mirror.py)
 
     _pinned = field_validator("*")(classmethod(lambda cls, v: _pinned_image(v)))
 

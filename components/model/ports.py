@@ -51,6 +51,8 @@ class MonitoringPorts:
     grafana: int = 3000
     node_exporter: int = 9100
     cadvisor: int = 8081  # the seeds' cAdvisor port
+    image_mirror: int = 5000  # the LAN registry the nodes pull from (render/image_mirror.py)
+    log_archive: int = 514  # syslog over TCP: every node's logs to the monitoring host (render/log_shipping.py)
 
 
 RAY = RayPorts()

@@ -1,8 +1,10 @@
 """When a tier should exist: pure schedule math, no Pulumi.
 
 A daily window [start, end) in an IANA timezone may cross midnight. A tier
-leaves the desired state at its drain start (end minus lead), so that its
-removal, and the drain that precedes it, begin on time. All instants are
+enters the desired state at its bring-up (start minus the bring-up lead), so
+that its VMs are cloned, booted and joined by `start`, and leaves it at its
+drain start (end minus the drain lead), so that its removal, and the drain that
+precedes it, begin on time. Monitoring expects the tier from `start` only. All instants are
 timezone-aware; daylight-saving changes are handled by building each window
 edge as a local wall-clock time on its own date.
 
@@ -35,6 +37,7 @@ class Occurrence:
     start: dt.datetime
     end: dt.datetime
     drain_start: dt.datetime
+    bring_up: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class DailyWindow:
     end: dt.time
     timezone: str
     drain_lead: dt.timedelta
+    bring_up_lead: dt.timedelta = dt.timedelta(0)
 
     def occurrence(self, local_date: dt.date) -> Occurrence:
         """The window that starts on `local_date` in the window's timezone."""
@@ -52,7 +56,7 @@ class DailyWindow:
         end = dt.datetime.combine(end_date, self.end, tzinfo=zone)
         # Normalise through UTC so arithmetic across DST edges is in real time.
         start, end = start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc)
-        return Occurrence(start=start, end=end, drain_start=end - self.drain_lead)
+        return Occurrence(start=start, end=end, drain_start=end - self.drain_lead, bring_up=start - self.bring_up_lead)
 
     def _candidates(self, at: dt.datetime) -> list[Occurrence]:
         local_date = at.astimezone(ZoneInfo(self.timezone)).date()
@@ -65,17 +69,20 @@ class DailyWindow:
                 return window
         return None
 
+    def serving(self, at: dt.datetime) -> bool:
+        """True between the window start and the drain start: when monitoring expects the tier."""
+        return any(window.start <= at < window.drain_start for window in self._candidates(at))
+
     def wants_live(self, at: dt.datetime) -> bool:
-        """True between the window start and the drain start."""
-        window = self.current(at)
-        return window is not None and at < window.drain_start
+        """True between the bring-up (start minus its lead) and the drain start."""
+        return any(window.bring_up <= at < window.drain_start for window in self._candidates(at))
 
     def next_transition(self, at: dt.datetime) -> dt.datetime:
         """The first instant after `at` at which `wants_live` changes."""
         edges = sorted(
             edge
             for window in self._candidates(at)
-            for edge in (window.start, window.drain_start)
+            for edge in (window.bring_up, window.drain_start)
             if edge > at
         )
         return edges[0]

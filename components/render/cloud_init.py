@@ -4,7 +4,14 @@ vSphere hands them to the guest through `guestinfo.metadata` / `guestinfo.userda
 (cloud-init's VMware datasource). The metadata carries the hostname and the
 static address as netplan v2; the user-data creates the SSH user, installs the
 program-generated SSH host key (so every later SSH connection can pin it) and
-the Docker engine.
+uses the template's Docker engine.
+
+A VM of a windowed tier (cloned every evening) never installs anything: its
+bring-up must not depend on the internet or a package mirror. The template
+must carry Docker, ufw, python3 and tzdata (README "Template requirements");
+a clone whose template lacks one says which on its console and in cloud-init's
+output, and its `up` fails. An always-on VM (cloned once) installs what its
+template lacks.
 """
 from __future__ import annotations
 
@@ -76,9 +83,8 @@ def user_data(cfg: ClusterConfig, placed: PlacedNode, host_private_key: str, hos
         "ssh_keys": {"ed25519_private": host_private_key, "ed25519_public": host_public_key.strip()},
         "growpart": {"mode": "auto", "devices": ["/"]},
         "resize_rootfs": True,
-        "package_update": True,
-        "packages": ["docker.io", "ufw", "python3", "tzdata"],
         "runcmd": [
+            ["sh", "-c", packages_script(installs=placed.tier.always_on)],
             ["systemctl", "enable", "--now", "docker"],
             # Ray's temp and spill dirs, on the grown root disk, owned by the image's user.
             ["install", "-d", "-m", "0755", "-o", str(IMAGE_UID), "-g", str(IMAGE_GID), HOST_DATA_DIR],
@@ -109,6 +115,26 @@ def proxy_settings(cfg: ClusterConfig, proxy: Proxy) -> dict:
         "apt": {"http_proxy": proxy.http, "https_proxy": https},
         "write_files": [{"path": DOCKER_PROXY_DROP_IN, "permissions": "0644", "content": service}],
     }
+
+
+# The packages the template must carry (Ubuntu's cloud images have all but docker.io), and how to tell.
+TEMPLATE_PACKAGES = {
+    "docker.io": "command -v docker",
+    "ufw": "command -v ufw",
+    "python3": "command -v python3",
+    "tzdata": "test -e /usr/share/zoneinfo/Etc/UTC",
+    "rsyslog": "command -v rsyslogd",  # ships the node's logs to the monitoring host
+}
+
+
+def packages_script(installs: bool) -> str:
+    """Shell that checks the template's packages; installs the missing ones only if `installs`."""
+    missing = " ".join(f"{test} >/dev/null || missing=\"$missing {pkg}\";" for pkg, test in TEMPLATE_PACKAGES.items())
+    if installs:
+        act = 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $missing'
+    else:
+        act = 'echo "ray-cluster: the template lacks$missing (README: Template requirements); nothing is installed on a nightly VM" >&2; exit 1'
+    return f'missing=""; {missing} [ -z "$missing" ] || {{ {act}; }}'
 
 
 def guestinfo(metadata_text: str, user_data_text: str) -> dict[str, str]:

@@ -9,12 +9,15 @@ unless stopped, and are health-checked.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Optional
 
 from components.render import monitoring_config as mc
 from components.render import ray_start
+from components.render import image_mirror
+from components.render.image_mirror import image_reference, on_mirror
 from components.model.config import ClusterConfig, PlacedNode
 from components.model.ports import MONITORING
 
@@ -56,6 +59,9 @@ class ContainerSpec:
     shm_size_mb: Optional[int] = None
     stop_timeout: Optional[int] = None
     labels: dict[str, str] = field(default_factory=dict)
+    # Docker's log driver and its options; None: the engine's default (json-file).
+    log_driver: Optional[str] = None
+    log_opts: dict[str, str] = field(default_factory=dict)
 
 
 RESTART = "unless-stopped"
@@ -80,11 +86,6 @@ def http_probe(url: str) -> HealthCheck:
     return HealthCheck(("CMD", "wget", "-q", "-O", "/dev/null", url), "30s", "5s", 3, "30s")
 
 
-def image_reference(cfg: ClusterConfig) -> str:
-    """The pinned tag, plus the digest when one is configured (through the registry mirror, if any)."""
-    return cfg.image(f"{cfg.ray.image}@{cfg.ray.image_digest}" if cfg.ray.image_digest else cfg.ray.image)
-
-
 def ray_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
     settings = ray_start.node_settings(cfg, placed)
     env = ray_start.ray_env(settings)
@@ -92,7 +93,7 @@ def ray_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
         env |= mc.ray_dashboard_env(cfg)  # the dashboard embeds Grafana and queries Prometheus
     return ContainerSpec(
         name=ray_start.CONTAINER_NAME,
-        image=image_reference(cfg),
+        image=on_mirror(cfg, image_reference(cfg)),
         command=("sh", "-c", ray_start.entrypoint_script(settings)),
         health=HealthCheck(tuple(ray_start.health_check_command(settings)), "15s", "5s", 4, "60s"),
         env=env,
@@ -101,6 +102,10 @@ def ray_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
         shm_size_mb=settings.shm_bytes // 2**20,
         stop_timeout=ray_start.stop_grace_seconds(cfg, placed),
         labels={"ray-cluster.tier": placed.tier_name},
+        # To the journal, tagged with the container's name: the host's rsyslog forwards it to the
+        # monitoring host (render/log_shipping.py), and `docker logs` still reads it.
+        log_driver="journald",
+        log_opts={"tag": ray_start.CONTAINER_NAME},
     )
 
 
@@ -110,7 +115,7 @@ def node_exporter_container(cfg: ClusterConfig, placed: PlacedNode) -> Container
     textfile = placed.node.name == cfg.monitoring_host.node.name
     return ContainerSpec(
         name="node-exporter",
-        image=cfg.image(cfg.monitoring.images.node_exporter),
+        image=on_mirror(cfg, cfg.monitoring.images.node_exporter),
         command=(
             f"--path.rootfs={mc.NODE_EXPORTER_ROOTFS.container}",
             f"--web.listen-address=:{port}",
@@ -137,7 +142,7 @@ CADVISOR_MOUNTS = (("/", "/rootfs"), ("/var/run", "/var/run"), ("/sys", "/sys"),
 def cadvisor_container(cfg: ClusterConfig) -> ContainerSpec:
     return ContainerSpec(
         name="cadvisor",
-        image=cfg.image(cfg.monitoring.images.cadvisor),
+        image=on_mirror(cfg, cfg.monitoring.images.cadvisor),
         command=(f"--port={MONITORING.cadvisor}", "--docker_only=true", "--housekeeping_interval=30s"),
         health=http_probe(f"http://127.0.0.1:{MONITORING.cadvisor}/healthz"),
         binds=tuple(Bind(host, container) for host, container in CADVISOR_MOUNTS),
@@ -173,9 +178,24 @@ def grafana_container(cfg: ClusterConfig) -> ContainerSpec:
     )
 
 
+def image_mirror_container(cfg: ClusterConfig) -> ContainerSpec:
+    """The LAN registry every node pulls from; its own image comes from Docker Hub, once, by day."""
+    return ContainerSpec(
+        name=image_mirror.CONTAINER_NAME,
+        image=cfg.image(cfg.monitoring.images.registry),
+        # `registry serve FILE`, whether the image's entrypoint is `registry` or its entrypoint script.
+        command=("serve", image_mirror.CONFIG_FILE),
+        health=http_probe(f"http://127.0.0.1:{MONITORING.image_mirror}/v2/"),
+        binds=(Bind(image_mirror.CONFIG_FILE, image_mirror.CONFIG_FILE),),
+        volumes={image_mirror.DATA_VOLUME: image_mirror.DATA_DIR},
+        # Labels are ForceNew: a changed config replaces the container, which then reads the new file.
+        labels={"ray-cluster.config-sha256": hashlib.sha256(image_mirror.config_yml(cfg).encode()).hexdigest()},
+    )
+
+
 def node_containers(cfg: ClusterConfig, placed: PlacedNode) -> list[ContainerSpec]:
     """Every container `placed` runs, in the order Pulumi creates them."""
     containers = [ray_container(cfg, placed), node_exporter_container(cfg, placed), cadvisor_container(cfg)]
     if placed.node.name == cfg.monitoring_host.node.name:
-        containers += [prometheus_container(cfg), grafana_container(cfg)]
+        containers = [image_mirror_container(cfg), *containers, prometheus_container(cfg), grafana_container(cfg)]
     return containers

@@ -55,6 +55,7 @@ def drain_settings(
         gcs_address=gcs_address or f"{cfg.head.node.ip}:{ports.gcs}",
         grace=cfg.ray.drain_grace,
         window=placed.tier.window,
+        keep_tier=cfg.head.tier_name,
     )
 
 

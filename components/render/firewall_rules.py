@@ -113,8 +113,10 @@ def firewall_rules(cfg: ClusterConfig, placed: PlacedNode) -> list[UfwRule]:
         # The head's dashboard checks Grafana's health and queries Prometheus itself.
         ui_sources = admins if is_head else admins + [_host(cfg.head)]
         rules += _allow("grafana and prometheus", ui_sources, MONITORING.grafana, MONITORING.prometheus)
+        # The image mirror and the log archive serve the cluster's nodes only.
+        rules += _allow("image mirror and log archive", nodes, MONITORING.image_mirror, MONITORING.log_archive)
     rules += _extra_port_rules(placed, admins, [str(cfg.network.cidr)])
-    return list(dict.fromkeys(rules))
+    return list(dict.fromkeys(rules))  # an admin network may also be the cluster network
 
 
 def _extra_port_rules(placed: PlacedNode, admins: list[str], cluster: list[str]) -> list[UfwRule]:

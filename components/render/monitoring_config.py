@@ -199,8 +199,8 @@ def schedule_files(cfg: ClusterConfig, at: dt.datetime) -> dict[str, str]:
 def live_intervals(tier: Tier, at: dt.datetime) -> list[tuple[float, float]]:
     """[from, until) Unix times in which `tier` should run, covering `at`'s month plus SCHEDULE_COVERAGE.
 
-    `Tier.live_at`, over time: a tier without a scheduled window is live always
-    or never; a window counts until its drain start.
+    `Tier.expected_at`, over time: a tier without a scheduled window is live always
+    or never; a window counts from its start (not its bring-up) until its drain start.
     The span is anchored to the calendar month, not to `at`, so the file (and the
     command that writes it) stays the same from run to run: a run with nothing
     to do changes nothing, and the file changes once a month.

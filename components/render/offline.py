@@ -66,6 +66,8 @@ def docker_run(spec: ContainerSpec) -> str:
     options += [f"--volume {q(f'{volume}:{path}')}" for volume, path in spec.volumes.items()]
     options += [f"--device {q(f'{device}:{device}')}" for device in spec.devices]
     options += [f"--label {q(f'{key}={value}')}" for key, value in spec.labels.items()]
+    options += [f"--log-driver {q(spec.log_driver)}"] if spec.log_driver else []
+    options += [f"--log-opt {q(f'{key}={value}')}" for key, value in spec.log_opts.items()]
     health = spec.health
     # `docker run` only has the shell form: the same argv, quoted for the image's sh.
     health_cmd = shlex.join(health.test[1:])
@@ -165,7 +167,8 @@ def schedule_text(tier: Tier) -> str:
         text = "always"
     else:
         drain_from = (dt.datetime.combine(dt.date(2000, 1, 2), window.end) - window.drain_lead).time()
-        text = f"{window.start:%H:%M}–{window.end:%H:%M} {window.timezone}, drained from {drain_from:%H:%M}"
+        bring_up = (dt.datetime.combine(dt.date(2000, 1, 2), window.start) - window.bring_up_lead).time()
+        text = f"{window.start:%H:%M}–{window.end:%H:%M} {window.timezone}, brought up from {bring_up:%H:%M}, drained from {drain_from:%H:%M}"
     return text + (f" (override: {tier.override})" if tier.override else "")
 
 

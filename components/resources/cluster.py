@@ -2,6 +2,7 @@
 firewall and Ray container, and the monitoring stack."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Optional
 
@@ -16,6 +17,8 @@ from components.render import cloud_init, containers, drain, firewall_rules, mon
 from components.resources.firewall import Firewall, FirewallArgs
 from components.resources.monitoring import MonitoringArgs, MonitoringStack, NodeExporters, NodeExportersArgs
 from components.resources.node import OnNode
+from components.resources.image_mirror import ImageMirror, trust_mirror_command
+from components.resources.log_shipping import log_archive_command, ship_logs_command
 from components.resources.ray_node import DrainArgs, RayNode, RayNodeArgs
 from components.resources.ssh_access import SshAccess, authorized_keys_command
 from components.resources.stack_config import ClusterSecrets
@@ -69,6 +72,7 @@ class RayCluster(pulumi.ComponentResource):
         self.nodes: dict[str, RayNode] = {}
         host_keys: dict[str, pulumi.Output] = {}
         head: Optional[RayNode] = None
+        hosts: dict[str, OnNode] = {}
         for placed in live_nodes:
             node_name, ip = placed.node.name, str(placed.node.ip)
             vm = RayVm(vm_args(cfg, placed, tier_tags[placed.tier_name].id), placement, opts=vm_opts)
@@ -83,12 +87,25 @@ class RayCluster(pulumi.ComponentResource):
                 host=docker_host,
                 ssh_opts=ssh_opts,
                 registry_auth=registry_auth,
-                # The firewall step waits for cloud-init, which installs Docker.
+                # The firewall step waits for cloud-init, after which Docker runs.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall.command], deleted_with=vm.vm),
             )
-            on = OnNode(node_name, vm.vm, connection, docker_provider, firewall.command)
+            trusts_mirror = trust_mirror_command(node_name, cfg, connection, vm.vm, firewall.command, parent=vm)
+            hosts[node_name] = OnNode(node_name, vm.vm, connection, docker_provider, firewall.command, (trusts_mirror,))
+
+        # Every node pulls its Ray and exporter images from the mirror on the monitoring host, and
+        # ships its logs there.
+        mirror_host = hosts[cfg.monitoring_host.node.name]
+        mirror = ImageMirror(
+            cfg, mirror_host.docker_provider, mirror_host.connection, mirror_host.vm, mirror_host.images_ready[0], opts=child
+        )
+        log_archive_command(cfg, mirror_host.connection, mirror_host.vm, mirror_host.firewall_ready, parent=self)
+        for placed in live_nodes:
+            node_name = placed.node.name
+            on = dataclasses.replace(hosts[node_name], images_ready=(*hosts[node_name].images_ready, mirror.filled))
+            ship_logs_command(node_name, cfg, on.connection, on.vm, on.firewall_ready, parent=self)
             if not placed.node.maintenance:
-                node = RayNode(ray_node_args(cfg, placed, on, ray_token, vm.host_public_key, head), opts=child)
+                node = RayNode(ray_node_args(cfg, placed, on, ray_token, host_keys[node_name], head), opts=child)
                 head = head or node
                 self.nodes[node_name] = node
             exporters = (containers.node_exporter_container(cfg, placed), containers.cadvisor_container(cfg))

@@ -80,6 +80,8 @@ def docker_container(
         shm_size=spec.shm_size_mb,
         stop_timeout=spec.stop_timeout,
         destroy_grace_seconds=spec.stop_timeout,
+        log_driver=spec.log_driver,
+        log_opts=spec.log_opts or None,
         labels=[
             docker.ContainerLabelArgs(label=k, value=v) for k, v in {**spec.labels, **(input_labels or {})}.items()
         ] or None,

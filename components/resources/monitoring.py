@@ -57,7 +57,8 @@ class NodeExporters(pulumi.ComponentResource):
         on = args.on
         super().__init__("ray-cluster:index:NodeExporters", on.name, None, opts)
         on_node = on_docker(self, on.docker_provider, on.vm)
-        images = _Pinned(on.name, on_node)
+        # From the LAN image mirror, once this node's Docker trusts it and it is filled.
+        images = _Pinned(on.name, pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=list(on.images_ready))))
         on_node = pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[on.firewall_ready]))
         self.containers = [images.container(spec, on_node) for spec in args.containers]
         self.register_outputs({})

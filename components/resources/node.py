@@ -17,3 +17,5 @@ class OnNode:
     connection: remote.ConnectionArgs  # SSH, host key pinned
     docker_provider: docker.Provider  # the VM's Docker engine over SSH
     firewall_ready: pulumi.Resource  # nothing listens before the firewall is in place
+    # The node's image pulls wait for these: its Docker trusting the LAN image mirror, the mirror filled.
+    images_ready: tuple[pulumi.Resource, ...] = ()

@@ -44,7 +44,12 @@ class RayNode(pulumi.ComponentResource):
         super().__init__("ray-cluster:index:RayNode", name, None, opts)
         on_node = on_docker(self, on.docker_provider, on.vm)
         spec = args.container
-        self.image = docker.RemoteImage(f"{name}-ray-image", name=spec.image, keep_locally=True, opts=on_node)
+        self.image = docker.RemoteImage(
+            f"{name}-ray-image",
+            name=spec.image,
+            keep_locally=True,
+            opts=pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=list(on.images_ready))),
+        )
         self.container: docker.Container = docker_container(
             f"{name}-ray",
             spec,

@@ -30,6 +30,7 @@ from components.render import monitoring_config as mc
 from components.render.ray_start import RayNodeSettings
 from scripts.ops import local_drain, ray_state
 from scripts.ops.local_cluster import LOOPBACK, LocalCluster, driver, kill_node_processes, listening_ports, node_ports
+from scripts.ops.rehearsal_logs import LocalLogShipping
 from scripts.ops.rehearsal_monitoring import LocalMonitoring
 from scripts.ops.rehearsal_report import classify
 from scripts.ops.rehearsal_setup import (
@@ -60,6 +61,7 @@ class Rehearsal:
         self.share = machine_share(len(self.placed))
         self.settings = {s.node_name: s for s in local_settings(cfg, list(self.placed.values()), self.work, port_offset, self.share)}
         self.monitoring = LocalMonitoring(cfg, self.work)
+        self.logs = LocalLogShipping(cfg, self.work, port_offset)
         head = next(iter(self.settings.values()))
         # The head's dashboard queries Prometheus (the rendered variables, pointed here); no Grafana runs here.
         head_env = {"RAY_PROMETHEUS_HOST": self.monitoring.url, "RAY_PROMETHEUS_NAME": mc.ray_dashboard_env(cfg)["RAY_PROMETHEUS_NAME"]}
@@ -139,7 +141,7 @@ class Rehearsal:
         self.announce_up()
 
         nights = {tier: next_window(window, self.cfg.instant()) for tier, window in self.windows.items()}
-        evenings = {tier: self.evening(tier, night.start) for tier, night in nights.items()}
+        evenings = {tier: self.evening(tier, night) for tier, night in nights.items()}
         self.smoke()
         if nights:
             with driver(self.cluster) as ray:
@@ -198,8 +200,10 @@ class Rehearsal:
             detail = f"{r['tasks']} tasks, {r['tasksPerSecond']} tasks/s" if "tasks" in r else r.get("error", "")
             say(f"smoke test {'PASS' if r['ok'] else 'FAIL'} {r['tier']}: {detail}")
 
-    def evening(self, tier: str, at: dt.datetime) -> dict:
-        """A window start: the schedule wants the tier, so its node comes up (the evening's `pulumi up`)."""
+    def evening(self, tier: str, night: Occurrence) -> dict:
+        """A bring-up (the window start minus its lead): the schedule wants the tier, so its node comes up
+        (the evening's `pulumi up`); it must have joined by the window's start."""
+        at = night.bring_up
         live = self.cfg.tiers[tier].live_at(at)
         say(f"{wall_clock(at, self.windows[tier].timezone)}: the schedule says tier {tier} is {'live' if live else 'NOT live'}")
         if not live:
@@ -207,7 +211,10 @@ class Rehearsal:
         s = self.first_node(tier)
         joined = self.start(s)
         self.monitoring.show(self.cfg, at)
-        return {"at": at.isoformat(), "live": live, "joinSeconds": joined}
+        lead = (night.start - night.bring_up).total_seconds()
+        say(f"{s.node_name} joined {joined:.0f}s after the bring-up; the window starts {lead:.0f}s after it "
+            f"(on the VMs: clone, boot and image pull too, README 'Time to capacity')")
+        return {"at": at.isoformat(), "live": live, "joinSeconds": joined, "leadSeconds": lead, "readyByStart": joined <= lead}
 
     def night(self, ray, tier: str, night: Occurrence, evening: dict) -> dict:
         """Work at night, the morning drain, the VM deleted, the next evening: no work lost."""
@@ -235,6 +242,7 @@ class Rehearsal:
         @ray.remote(num_cpus=1, max_retries=3)
         def work(task: str, seconds: float, log) -> str:
             ray.get(log.started.remote(task))
+            print(f"night task {task} started", flush=True)  # to the worker's log file, shipped that night
             time.sleep(seconds)
             return task
 
@@ -245,6 +253,7 @@ class Rehearsal:
             except ray.exceptions.RayError:
                 return None
 
+        no_shipping = self.logs.start(self.stack, s)
         # Twice what the node runs at once: half of the night's work is still
         # waiting when the drain starts, and must wait for the next window.
         runs_at_once = s.num_cpus
@@ -259,9 +268,16 @@ class Rehearsal:
                    lambda: len(ray.get(executions.get.remote())) >= runs_at_once, STEP_TIMEOUT_S, every=0.5)
 
         report["morning"] = self.morning(tier, night.drain_start)
+        # The node is gone: what it logged that night is read from the monitoring host's archive.
+        shipped = [] if no_shipping else wait_until(
+            "a night task's log line in the archive", lambda: [line for line in self.logs.lines() if "night task " in line],
+            STEP_TIMEOUT_S, every=0.5,
+        )
+        report["logs"] = {"archivedTaskLines": len(shipped), "example": shipped[0] if shipped else None, "notShipped": no_shipping}
+        say(f"from the archive, after {s.node_name} is gone: {shipped[0] if shipped else no_shipping}")
         done, waiting = ray.wait(refs, num_returns=len(refs), timeout=0)
         say(f"{len(done)} task(s) finished before the drain ended; {len(waiting)} wait for tier {tier}'s next window")
-        report["nextEvening"] = self.evening(tier, next_window(self.windows[tier], night.start).start)
+        report["nextEvening"] = self.evening(tier, next_window(self.windows[tier], night.start))
         say(f"waiting for the {len(waiting)} task(s) that waited ...")
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=STEP_TIMEOUT_S)
         finished = [task for task in map(outcome, ready) if task]
@@ -277,6 +293,8 @@ class Rehearsal:
         report["ok"] = (
             drained["exitCode"] == 0
             and drained["entrypointExit"] not in (0, None)
+            and evening["readyByStart"]
+            and bool(report["logs"]["archivedTaskLines"])
             and report["tasks"]["lost"] == report["tasks"]["reExecuted"] == 0
         )
         say(f"tier {tier}: {len(finished)}/{len(tasks)} tasks finished, {report['tasks']['lost']} lost, "

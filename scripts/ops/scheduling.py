@@ -25,11 +25,11 @@ from components.model.errors import CONFIG_ERROR_EXIT
 from components.model.stack import AT_ENVIRONMENT
 from components.render import drain
 from components.render.drain_over_ssh import drain_over_ssh
-from scripts.ops import credentials, ray_state
+from scripts.ops import credentials, night_report, ray_state
 from scripts.ops.ssh_agent import AgentError, cluster_agent
 
 # USAGE is every tool's exit code for a bad config (components/model/errors.py).
-OK, FAILED, USAGE, OVERLAP, STACK_LOCKED, NOT_JOINED, DRAIN_INCOMPLETE, CHECKOUT = 0, 1, CONFIG_ERROR_EXIT, 3, 4, 5, 6, 7
+OK, FAILED, USAGE, OVERLAP, STACK_LOCKED, NOT_JOINED, DRAIN_INCOMPLETE, CHECKOUT, SMOKE_FAILED = 0, 1, CONFIG_ERROR_EXIT, 3, 4, 5, 6, 7, 8
 SECRET_MASK = "[secret]"
 
 SSH_KEY = f"{NAMESPACE}:sshPrivateKey"
@@ -80,6 +80,13 @@ class Tools:
     log: JsonLog = field(default_factory=JsonLog)
     agent: Callable[[str], Any] = cluster_agent  # the cluster key in a private ssh-agent
     checkout: Callable[[Path, str], Optional[str]] = lambda work_dir, branch: checkout_problem(work_dir, branch)
+    # A command whose exit code and stdout are wanted (the smoke test, the log count over SSH).
+    capture: Callable[[list[str]], tuple[int, str]] = lambda argv: _captured(argv)
+
+
+def _captured(argv: list[str]) -> tuple[int, str]:
+    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
+    return done.returncode, done.stdout
 
 
 # ---------------------------------------------------------------- what the schedule wants
@@ -216,11 +223,19 @@ def pulumi_step(operation: str, call: Callable[[], Any], tools: Tools) -> Any:
         raise Failure(FAILED, "pulumi_failed", operation=operation, error=str(error).strip())
 
 
-def pulumi_lines(tools: Tools, drain_alarms: Optional[list[str]] = None) -> Callable[[str], None]:
-    """Pulumi's output as log lines; a drain's alarm (components/render/drain.py) is an error, and collected."""
+def pulumi_lines(
+    tools: Tools, drain_alarms: Optional[list[str]] = None, drain_reports: Optional[dict[str, dict]] = None
+) -> Callable[[str], None]:
+    """Pulumi's output as log lines; a drain's alarm (components/render/drain.py) is an error, and collected;
+    a drain's report (scripts/ops/night_report.py) is collected per node."""
     def log(line: str) -> None:
         line = line.rstrip()
-        if drain.ALARM_PREFIX in line:
+        report = night_report.parse_drain_report(line)
+        if report is not None:
+            tools.log("info", "drain_report", **report)
+            if drain_reports is not None:
+                drain_reports[report["node"]] = report
+        elif drain.ALARM_PREFIX in line:
             tools.log("error", "drain_incomplete", line=line)
             if drain_alarms is not None:
                 drain_alarms.append(line[line.index(drain.ALARM_PREFIX):])
@@ -259,13 +274,20 @@ def apply(
         report["changes"] = {}
         return OK, report
     drain_alarms: list[str] = []
+    drain_reports: dict[str, dict] = {}
     with program_environment(stack, at, tools):
         if dry_run:
             report["changes"] = preview_changes(stack, tools)
         else:
             pulumi_step("refresh", lambda: stack.refresh(on_output=pulumi_lines(tools)), tools)
-            result = pulumi_step("up", lambda: stack.up(on_output=pulumi_lines(tools, drain_alarms)), tools)
+            result = pulumi_step("up", lambda: stack.up(on_output=pulumi_lines(tools, drain_alarms, drain_reports)), tools)
             report["changes"] = resource_changes(result.summary.resource_changes)
+            if report["difference"]["removeNodes"]:
+                # The morning's edge: per node, what its drain saw and whether its logs are kept.
+                report["morning"] = night_report.morning(
+                    cfg, report["difference"]["removeNodes"], drain_reports, at, (before or {}).get("hostKeys") or {}, tools.capture
+                )
+                tools.log("error" if night_report.lost_anything(report["morning"]) else "info", "morning", nodes=report["morning"])
     if drain_alarms:
         report["drainAlarms"] = drain_alarms
     if not report["changes"]:
@@ -280,9 +302,16 @@ def apply(
     missing = {tier: r["missing"] for tier, r in report["nodes"].items() if r["missing"]}
     if missing:
         tools.log("error", "not_joined", missing=missing, waited_s=join_timeout)
+    brought_up = [tier for tier in report["difference"]["bringUp"] if tier not in missing]
+    if brought_up:
+        # The evening's edge: the new tier runs tasks through its label, said in the report.
+        report["smokeTest"] = night_report.smoke_test(after["rayClientAddress"], brought_up, tools.capture)
+        tools.log("info" if all(r["ok"] for r in report["smokeTest"]) else "error", "smoke_test", results=report["smokeTest"])
     if drain_alarms:
         return DRAIN_INCOMPLETE, report  # the worse news: work may be lost
-    return (NOT_JOINED if missing else OK), report
+    if missing:
+        return NOT_JOINED, report
+    return (SMOKE_FAILED if not all(r["ok"] for r in report.get("smokeTest", [])) else OK), report
 
 
 # ---------------------------------------------------------------- the cluster itself

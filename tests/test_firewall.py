@@ -9,13 +9,10 @@ import copy
 import dataclasses
 import datetime as dt
 import ipaddress
-import subprocess
-from pathlib import Path
 
 import pytest
 
 import netns
-from conftest import require_tool
 from components.model import config
 from components.render import firewall_rules as fw
 from components.model.ports import MONITORING, RAY, SSH

@@ -135,7 +135,7 @@ def test_a_failed_step_pushes_nothing_more(prod_config, tmp_path):
 def test_only_the_clusters_nodes_reach_the_mirror(prod_config):
     node_ips = {str(p.node.ip) for p in prod_config.placed_nodes}
     for placed in prod_config.placed_nodes:
-        sources = {r.source for r in firewall_rules.firewall_rules(prod_config, placed) if r.port == MONITORING.image_mirror}
+        sources = {r.source for r in firewall_rules.firewall_rules(prod_config, placed) if MONITORING.image_mirror in r.opened}
         assert sources == (node_ips if placed.node.name == prod_config.monitoring_host.node.name else set())
 
 

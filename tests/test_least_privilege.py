@@ -5,8 +5,6 @@ The rotation step is the rendered shell run by the real `sh`, with `sudo`, `dock
 and `sleep` on PATH replaced by recorders (no Docker engine here); the wiring is
 checked under Pulumi's mocks.
 """
-import copy
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from components.model import config
-from components.render import containers
+from components.render import containers, image_mirror
 from components.render import monitoring_config as mc
 from conftest import prod_raw
 from scripts.ops.program_mocks import TEST_SECRETS, run_program
@@ -155,8 +153,13 @@ def test_a_new_password_reruns_the_reset_with_it(tmp_path, night):
 
 
 def test_a_monitoring_image_pinned_by_digest_is_pulled_by_it(raw):
+    """The monitoring host pulls the pinned digest from upstream (Docker verifies it) and pushes
+    that image into the LAN mirror; the nodes pull the mirror's copy (render/image_mirror.py)."""
     digest = "sha256:" + "ab" * 32
     raw["monitoring"]["images"] = {"cadvisor": f"gcr.io/cadvisor/cadvisor:v0.52.1@{digest}"}
     cfg = config.load(raw)
+    copy = image_mirror.copy_script(cfg)
+    mirror = f"{cfg.monitoring_host.node.ip}:5000"
+    assert f"docker tag gcr.io/cadvisor/cadvisor:v0.52.1@{digest} {mirror}/gcr.io/cadvisor/cadvisor:v0.52.1" in copy
     cadvisors = {spec.image for _, spec in every_container(cfg) if spec.name == "cadvisor"}
-    assert cadvisors == {f"gcr.io/cadvisor/cadvisor:v0.52.1@{digest}"}
+    assert cadvisors == {f"{mirror}/gcr.io/cadvisor/cadvisor:v0.52.1"}

@@ -101,7 +101,7 @@ def test_a_nights_lines_are_read_on_the_monitoring_host_after_the_node_is_gone(p
 def test_only_the_clusters_nodes_reach_the_log_archive(prod_config):
     node_ips = {str(p.node.ip) for p in prod_config.placed_nodes}
     for placed in prod_config.placed_nodes:
-        sources = {r.source for r in firewall_rules.firewall_rules(prod_config, placed) if r.port == MONITORING.log_archive}
+        sources = {r.source for r in firewall_rules.firewall_rules(prod_config, placed) if MONITORING.log_archive in r.opened}
         assert sources == (node_ips if placed.node.name == prod_config.monitoring_host.node.name else set())
 
 

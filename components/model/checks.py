@@ -32,8 +32,9 @@ def source_set_problem(networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6
     Overlaps count once; per IP version, more than a /8's share of the address
     space is too much (for IPv4, MAX_SOURCE_ADDRESSES)."""
     networks = list(networks)
-    for version in (4, 6):
-        merged = list(ipaddress.collapse_addresses(n for n in networks if n.version == version))
+    v4 = list(ipaddress.collapse_addresses(n for n in networks if isinstance(n, ipaddress.IPv4Network)))
+    v6 = list(ipaddress.collapse_addresses(n for n in networks if isinstance(n, ipaddress.IPv6Network)))
+    for merged in (v4, v6):
         covered = sum(net.num_addresses for net in merged)
         if merged and covered > 2 ** (merged[0].max_prefixlen - MIN_CLUSTER_PREFIX):
             return (

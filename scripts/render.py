@@ -5,6 +5,7 @@ Exit codes: 0 rendered; 2 bad arguments or a bad stack config (every problem pri
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -41,7 +42,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.impact_against:
         from scripts.ops import change_impact
 
-        files["impact.md"] = change_impact.against_revision(args.impact_against, args.stack, at.isoformat(), cfg.head.node.name)
+        try:
+            files["impact.md"] = change_impact.against_revision(args.impact_against, args.stack, at.isoformat(), cfg.head.node.name)
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as error:  # a base the tool cannot run
+            files["impact.md"] = f"### What this change does to a running cluster\n\nNot known: {error}\n"
         files["summary.md"] += "\n" + files["impact.md"]
     offline.write(files, args.out)
     print(f"rendered stack {args.stack} at {at.isoformat()} (live tiers: {', '.join(cfg.live_tiers(at)) or 'none'}) into {args.out}")

@@ -94,3 +94,13 @@ def test_the_offline_render_says_what_deploying_it_would_do(tmp_path):
     impact = (out / "impact.md").read_text()
     assert impact.startswith(f"### What this change does to a running cluster (against `HEAD`, at {NIGHT})")
     assert impact in (out / "summary.md").read_text()
+
+
+def test_a_base_the_tool_cannot_run_is_said_not_known(tmp_path):
+    out = tmp_path / "render"
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.render", "--stack", "prod", "--out", str(out), "--at", NIGHT, "--impact-against", "no-such-revision"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Not known:" in (out / "impact.md").read_text()

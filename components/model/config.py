@@ -183,14 +183,74 @@ class Images(ConfigModel):
     grafana: str = "grafana/grafana:12.0.2"
     node_exporter: str = "prom/node-exporter:v1.9.1"
     cadvisor: str = "gcr.io/cadvisor/cadvisor:v0.52.1"
+    alertmanager: str = "prom/alertmanager:v0.25.0"  # the version amtool checks the rendered config with
 
     _pinned = field_validator("*")(classmethod(lambda cls, v: require_pinned(v)))
+
+
+class RemoteWrite(ConfigModel):
+    url: str = Field(pattern=r"^https?://\S+$")
 
 
 class Monitoring(ConfigModel):
     host: Optional[f.Hostname] = None
     retention_days: int = Field(default=15, gt=0)
     images: Images = Images()
+    remote_write: Optional[RemoteWrite] = None
+
+
+class Redis(ConfigModel):
+    """The Redis behind GCS fault tolerance (see README "When the head fails")."""
+
+    host: Optional[f.Hostname] = None  # default: the head's VM
+    image: str = "redis:7.0.15"  # the version Debian's redis-server, used by the tests, has
+    # Workers and long-lived drivers wait this long for a restarting head before they exit.
+    head_outage_minutes: int = Field(default=10, gt=0)
+
+    _pinned = field_validator("image")(classmethod(lambda cls, v: require_pinned(v)))
+
+
+_RECEIVER_NAME = r"^[a-z][a-z0-9-]{0,40}$"
+
+
+class EmailReceiver(ConfigModel):
+    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    sender: str = Field(alias="from", pattern=r"^[^@\s]+@[^@\s]+$")
+    smarthost: str = Field(pattern=r"^[\w.-]+:\d+$")
+    auth_username: Optional[str] = None  # its password: alertingSecrets.<receiver name>
+    require_tls: bool = True
+
+
+class WebhookReceiver(ConfigModel):
+    """A webhook (a dead man's switch service, a chat bridge); its URL: alertingSecrets.<receiver name>."""
+
+    send_resolved: bool = True
+
+
+class SlackReceiver(ConfigModel):
+    """Slack or a Slack-compatible endpoint (Mattermost, Rocket.Chat); its URL: alertingSecrets.<receiver name>."""
+
+    channel: str = Field(min_length=1)
+
+
+class Receiver(ConfigModel):
+    name: str = Field(pattern=_RECEIVER_NAME)
+    email: Optional[EmailReceiver] = None
+    webhook: Optional[WebhookReceiver] = None
+    slack: Optional[SlackReceiver] = None
+
+    @property
+    def needs_secret(self) -> bool:
+        return bool(self.webhook or self.slack or (self.email and self.email.auth_username))
+
+
+class Alerting(ConfigModel):
+    """Who hears which alert. Each route names a receiver; unset: that alert reaches nobody."""
+
+    receivers: list[Receiver] = []
+    critical: Optional[str] = None  # pages: the head down, and every other critical alert
+    warning: Optional[str] = None  # everything else (a windowed tier's only inside its window)
+    watchdog: Optional[str] = None  # the dead man's switch: hears the always-firing Watchdog
 
 
 class Registry(ConfigModel):
@@ -231,6 +291,8 @@ class ClusterConfig(ConfigModel):
     ray: Ray
     tiers: dict[str, Tier] = Field(min_length=1)
     monitoring: Monitoring = Monitoring()
+    redis: Redis = Redis()
+    alerting: Alerting = Alerting()
     registry: Optional[Registry] = None
     proxy: Optional[Proxy] = None
     at: Optional[dt.datetime] = None
@@ -243,7 +305,7 @@ class ClusterConfig(ConfigModel):
     def model_copy(self, *, update: Optional[Mapping[str, Any]] = None, deep: bool = False) -> ClusterConfig:
         """A copy; what was cached from this model's nodes is not carried over."""
         copied = super().model_copy(update=update, deep=deep)
-        for name in ("placed_nodes", "_by_name", "head", "monitoring_host"):
+        for name in ("placed_nodes", "_by_name", "head", "monitoring_host", "redis_host"):
             copied.__dict__.pop(name, None)
         return copied
 
@@ -266,7 +328,16 @@ class ClusterConfig(ConfigModel):
 
     @functools.cached_property
     def monitoring_host(self) -> PlacedNode:
-        return self._by_name[self.monitoring.host or self.head.node.name]
+        """monitoring.host, or the first always-on node that is not the head (the head if alone):
+        monitoring must outlive the head to say that it is down."""
+        if self.monitoring.host:
+            return self._by_name[self.monitoring.host]
+        standby = [p for p in self.placed_nodes if p.tier.always_on and p.tier.override != "off" and not p.node.head]
+        return (standby or [self.head])[0]
+
+    @functools.cached_property
+    def redis_host(self) -> PlacedNode:
+        return self._by_name[self.redis.host] if self.redis.host else self.head
 
     def instant(self) -> dt.datetime:
         """The pinned `at`, or now: the instant the desired state is computed for."""

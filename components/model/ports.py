@@ -14,6 +14,9 @@ import dataclasses
 from dataclasses import dataclass
 
 SSH = 22
+# The Redis that keeps the GCS's state (GCS fault tolerance), on redis.host; open to the head only.
+# Not 6379: that is the GCS's own port on the head, and Redis may run there.
+REDIS = 6390
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class MonitoringPorts:
     grafana: int = 3000
     node_exporter: int = 9100
     cadvisor: int = 8081  # the seeds' cAdvisor port
+    alertmanager: int = 9093
 
 
 RAY = RayPorts()

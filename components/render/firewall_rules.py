@@ -6,10 +6,11 @@ the VM with sudo.
 Every rule allows TCP to one port (or port range) from one named source: SSH
 from the admin networks, Ray's internal ports from the cluster network,
 metrics and exporters from the monitoring host only, the head's dashboard and
-client from the admin and cluster networks, and Grafana/Prometheus from the
+client from the admin and cluster networks, Grafana/Prometheus from the
 admin networks (and from the head, whose dashboard queries both server-side),
-and a tier's `extraPorts` from the sources its config names. Everything else
-is dropped; nothing is ever open to the world.
+Alertmanager from the admin networks, the GCS's Redis from the head only, and
+a tier's `extraPorts` from the sources its config names. Everything else is
+dropped; nothing is ever open to the world.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from components.model.config import ClusterConfig, PlacedNode
-from components.model.ports import MONITORING, RAY, SSH
+from components.model.ports import MONITORING, RAY, REDIS, SSH
 from components.render.remote_files import write_files_script
 
 PortOrRange = Union[int, tuple[int, int]]
@@ -112,6 +113,9 @@ def firewall_rules(cfg: ClusterConfig, placed: PlacedNode) -> list[UfwRule]:
         # The head's dashboard checks Grafana's health and queries Prometheus itself.
         ui_sources = admins if is_head else admins + [_host(cfg.head)]
         rules += _allow(ui_sources, grafana=MONITORING.grafana, prometheus=MONITORING.prometheus)
+        rules += _allow(admins, alertmanager=MONITORING.alertmanager)  # Prometheus reaches it on loopback
+    if name == cfg.redis_host.node.name:
+        rules += _allow([_host(cfg.head)], redis=REDIS)  # what the GCS keeps is nobody else's business
     rules += _extra_port_rules(placed, admins, cluster)
     return list(dict.fromkeys(rules))  # an admin network may also be the cluster network
 

@@ -177,6 +177,8 @@ def _alerting_rules(alerting: Alerting) -> list[Problem]:
         key = f"alerting.receivers[{i}]"
         if receiver.name in seen:
             problems.append(Problem(f"{key}.name", f"duplicate receiver name {receiver.name!r}"))
+        if receiver.name == NOBODY_RECEIVER:
+            problems.append(Problem(f"{key}.name", f"{NOBODY_RECEIVER!r} is reserved: alerts without a receiver go there"))
         seen.add(receiver.name)
         if receiver.name == NOBODY_RECEIVER:
             problems.append(Problem(f"{key}.name", f"{NOBODY_RECEIVER!r} is reserved: alerts without a receiver go there"))

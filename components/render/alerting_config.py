@@ -25,6 +25,7 @@ from typing import Mapping
 
 import yaml
 
+from components.model.checks import NOBODY_RECEIVER
 from components.model.config import ClusterConfig, Receiver
 from components.model.ports import MONITORING
 from components.render.monitoring_config import HOST_DIR, Mount
@@ -36,7 +37,7 @@ ALERTMANAGER_VOLUME = "alertmanager-data"
 # The prom/alertmanager image runs as nobody: the secret-bearing file is readable by that group only.
 IMAGE_GID = 65534
 
-NOBODY = "nobody"
+NOBODY = NOBODY_RECEIVER
 WATCHDOG = "Watchdog"
 WATCHDOG_REPEAT = "1m"
 HEAD_DOWN = "RayHeadNodeDown"

@@ -29,6 +29,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from components.render import ray_start
 from components.render.ray_start import RayNodeSettings
+from components.model.ports import REDIS
 
 LOOPBACK = "127.0.0.1"
 PROGRESS_EVERY_S = 10
@@ -61,7 +62,8 @@ def localize(
     """Rendered settings remapped to this machine; everything else as rendered.
 
     Node i's ports move by first_offset + i * offset_step and it gets its own
-    slice of `worker_ports`; its temp and spill dirs go under root/<i>. The
+    slice of `worker_ports`; its temp and spill dirs go under root/<i>; the
+    head's Redis (if any) is at `local_redis_port(first_offset)`. The
     object store is small, and a short SIGTERM drain keeps stopping quick.
     """
     low, high = worker_ports
@@ -74,9 +76,11 @@ def localize(
     local = []
     for i, s in enumerate(rendered):
         node_dir = root / str(i)
+        store = s.gcs_store and dataclasses.replace(s.gcs_store, address=f"{LOOPBACK}:{local_redis_port(first_offset)}")
         local.append(
             dataclasses.replace(
                 s,
+                gcs_store=store,
                 node_ip=LOOPBACK,
                 head_ip=LOOPBACK,
                 head_gcs_port=head_gcs_port,
@@ -91,10 +95,15 @@ def localize(
     return local
 
 
+def local_redis_port(first_offset: int) -> int:
+    """Where `localize` points the head's GCS store: the shipped Redis port moved like the nodes'."""
+    return REDIS + first_offset
+
+
 @dataclasses.dataclass
 class LocalNode:
     settings: RayNodeSettings
-    process: subprocess.Popen  # the entrypoint's sh, leader of its own process group
+    process: subprocess.Popen  # the entrypoint's sh (or the unshare running it), leader of its own process group
     log_path: Path
 
 
@@ -108,9 +117,13 @@ class LocalCluster:
         join_timeout: float = 90,
         extra_env: Optional[Mapping[str, Mapping[str, str]]] = None,
         progress: Callable[[str], None] = lambda message: None,
+        own_pid_namespaces: bool = False,
     ):
         """`extra_env`: node name -> variables added to its environment (as RayNode's extra_env);
-        `progress` hears about joins that take a while."""
+        `progress` hears about joins that take a while; `own_pid_namespaces` runs each node in
+        its own PID namespace, as its container would: a node then sees no other node's
+        processes (`ray start --head` refuses to start while it sees a raylet of its GCS address),
+        and its processes die with its entrypoint."""
         heads = [s for s in nodes if s.is_head]
         if len(heads) != 1 or not nodes[0].is_head:
             raise ValueError("the first node, and only it, must be the head")
@@ -120,6 +133,7 @@ class LocalCluster:
         self.join_timeout = join_timeout
         self.progress = progress
         self.extra_env = dict(extra_env or {})
+        self.launcher = ["unshare", "--pid", "--fork", "--mount-proc"] if own_pid_namespaces else []
         self.nodes: dict[str, LocalNode] = {}
 
     @property
@@ -159,7 +173,7 @@ class LocalCluster:
         env = {**os.environ, **ray_start.ray_env(s), **self.extra_env.get(s.node_name, {}), **self.client_env()}
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                ["sh", "-c", ray_start.entrypoint_script(s)],
+                [*self.launcher, "sh", "-c", ray_start.entrypoint_script(s)],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

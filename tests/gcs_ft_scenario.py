@@ -42,18 +42,30 @@ OFFSET = 1000
 DOWN_SECONDS = 10
 WORKER_DEATH_WATCH_SECONDS = 150
 
-# The job: a driver that works until told to stop, and runs one task at the end.
+# The job: a driver on an always-on worker that starts a task there, works until
+# told to stop, then collects the task's result. The task notes each run it makes.
 JOB = """
 import os, sys, time, ray
-beats, stop = sys.argv[1], sys.argv[2]
+beats, stop, runs, result = sys.argv[1:5]
 ray.init()
+
+@ray.remote(num_cpus=1, max_retries=3, label_selector={"role": "worker"})
+def wait_for_the_restart():
+    with open(runs, "a") as f:
+        f.write(ray.get_runtime_context().get_node_id() + "\\n")
+    while not os.path.exists(stop):
+        time.sleep(0.5)
+    return "finished"
+
+task = wait_for_the_restart.remote()
 with open(beats, "a") as f:
     f.write(ray.get_runtime_context().get_node_id() + "\\n")
 while not os.path.exists(stop):
     with open(beats, "a") as f:
         f.write(f"{time.time()}\\n")
     time.sleep(1)
-print("job task says", ray.get(ray.remote(lambda: "hello").options(num_cpus=0).remote()))
+with open(result, "w") as f:
+    f.write(ray.get(task, timeout=60))
 """
 
 
@@ -130,17 +142,17 @@ def scenario(fault_tolerant: bool, root: Path, report: dict) -> None:
             report["redis_password_in_head_container_command"] = password in ray_start.entrypoint_script(head_settings)
             worker = cluster.nodes[WORKER]
             before = {"raylet": raylet_pid(worker), "node_id": cluster.node_info(WORKER)["node_id"]}
-            stop, task_runs, beats = root / "stop", root / "task-runs", root / "job-beats"
+            stop, task_runs, beats, task_result = (root / name for name in ("stop", "task-runs", "job-beats", "task-result"))
             job_file = root / "job.py"
             job_file.write_text(JOB)
-            submit = jobs.submit_command(cluster.dashboard_url, [sys.executable, str(job_file), str(beats), str(stop)], submission_id="long-job")
+            entrypoint = [sys.executable, str(job_file), *map(str, (beats, stop, task_runs, task_result))]
+            submit = jobs.submit_command(cluster.dashboard_url, entrypoint, submission_id="long-job")
             submitted = subprocess.run(submit, env={**os.environ, **cluster.client_env()}, capture_output=True, text=True, timeout=120)
             report["job_submitted"] = submitted.returncode == 0 or submitted.stdout + submitted.stderr
 
             with driver(cluster) as ray:
-                on_worker = {"label_selector": {"role": "worker"}}
 
-                @ray.remote(num_cpus=0, lifetime="detached", name="counter", **on_worker)
+                @ray.remote(num_cpus=0, lifetime="detached", name="counter", namespace="ft", label_selector={"role": "worker"})
                 class Counter:
                     def __init__(self):
                         self.count = 0
@@ -149,29 +161,21 @@ def scenario(fault_tolerant: bool, root: Path, report: dict) -> None:
                         self.count += 1
                         return self.count
 
-                @ray.remote(num_cpus=1, max_retries=3, **on_worker)
-                def wait_for_the_restart(runs: str, flag: str) -> str:
-                    with open(runs, "a") as f:
-                        f.write(ray.get_runtime_context().get_node_id() + "\n")
-                    while not os.path.exists(flag):
-                        time.sleep(0.5)
-                    return "finished"
-
                 counter = Counter.remote()
                 report["count_before"] = ray.get([counter.add.remote() for _ in range(3)])[-1]
-                task = wait_for_the_restart.remote(str(task_runs), str(stop))
-                wait_for("the task running", task_runs.exists, 60)
+                wait_for("the job's task running", task_runs.exists, 120)
                 wait_for("the job's driver running", lambda: beats.exists() and len(beats.read_text().splitlines()) > 1, 120)
                 report["job_driver_node"] = beats.read_text().splitlines()[0]
                 report["worker_node_id"] = before["node_id"]
                 report["head_node_id_before"] = cluster.node_info(HEAD)["node_id"]
 
                 kill_node_processes(cluster.nodes[HEAD])
-                killed_at = time.monotonic()
+                killed_at, killed_wall = time.monotonic(), time.time()
                 time.sleep(DOWN_SECONDS)
                 report["redis_alive_during_outage"] = redis.poll() is None
                 report["worker_raylet_alive_during_outage"] = alive(before["raylet"])
                 cluster.start_node(head_settings)
+                back_wall = time.time()
                 report["head_back_after_s"] = round(time.monotonic() - killed_at, 1)
                 report["head_node_id_after"] = cluster.node_info(HEAD)["node_id"]
 
@@ -187,17 +191,26 @@ def scenario(fault_tolerant: bool, root: Path, report: dict) -> None:
                 report["worker_raylet_same_pid"] = alive(before["raylet"]) and raylet_pid(worker) == before["raylet"]
                 worker_now = cluster.node_info(WORKER)
                 report["worker_after"] = {"node_id": worker_now["node_id"], "state": worker_now["state"]}
-                report["count_after"] = ray.get(ray.get_actor("counter").add.remote(), timeout=60)
+                report["count_after"] = ray.get(ray.get_actor("counter", namespace="ft").add.remote(), timeout=60)
                 stop.touch()
-                report["task_result"] = ray.get(task, timeout=60)
-                report["task_runs"] = task_runs.read_text().splitlines()
                 status = wait_for(
-                    "the job to end", lambda: job_info(cluster, "long-job")["status"] in ("SUCCEEDED", "FAILED", "STOPPED") and job_info(cluster, "long-job"), 120
+                    "the job to end",
+                    lambda: (info := job_info(cluster, "long-job"))["status"] in ("SUCCEEDED", "FAILED", "STOPPED") and info,
+                    120,
                 )
                 report["job_status"] = status["status"]
+                report["task_result"] = task_result.read_text() if task_result.exists() else None
+                report["task_runs"] = task_runs.read_text().splitlines()
                 beat_times = [float(t) for t in beats.read_text().splitlines()[1:]]
-                report["job_longest_beat_gap_s"] = round(max(b - a for a, b in zip(beat_times, beat_times[1:])), 1)
-                report["job_beats_after_restart"] = sum(1 for t in beat_times if t > time.time() - (time.monotonic() - killed_at))
+                report["job_beats_during_outage"] = sum(1 for t in beat_times if killed_wall < t < back_wall)
+                report["job_beats_after_restart"] = sum(1 for t in beat_times if t > back_wall)
+                # The smoke test's check of the documented submission, on this cluster that has an always-on worker.
+                smoke = subprocess.run(
+                    [sys.executable, "-m", "scripts.smoke_test", "--address", cluster.gcs_address, "--dashboard", cluster.dashboard_url,
+                     "--tier", "always-on", "--tasks", "5", "--json"],
+                    cwd=ROOT, env={**os.environ, **cluster.client_env()}, capture_output=True, text=True, timeout=300,
+                )
+                report["smoke_test"] = {"exit": smoke.returncode, "results": json.loads(smoke.stdout or "[]"), "stderr": smoke.stderr[-2000:]}
     finally:
         redis.kill()
         redis.wait()

@@ -17,7 +17,7 @@ import netns
 from conftest import require_tool
 from components.model import config
 from components.render import firewall_rules as fw
-from components.model.ports import MONITORING, RAY, SSH
+from components.model.ports import MONITORING, RAY, REDIS, SSH
 
 LAB_CIDR = ipaddress.ip_network("10.77.0.0/24")
 LAB_ADMIN_CIDRS = ["10.78.0.0/24", "10.79.0.0/24"]
@@ -32,6 +32,7 @@ PROBED = {
     "metrics": RAY.metrics_export,
     "dashboard": RAY.dashboard,
     "grafana": MONITORING.grafana,  # runs on the monitoring host, not the head
+    "redis": REDIS,  # the GCS's store on the head's VM: the head itself only, no peer
 }
 REACHES = {
     "cluster": {"gcs", "worker", "dashboard"},
@@ -114,7 +115,7 @@ def test_ssh_only_from_every_admin_network(prod_config):
 
 
 def test_every_port_is_one_named_in_ports_py(prod_config):
-    named = set(RAY_SINGLE_PORTS.values()) | {getattr(MONITORING, f.name) for f in dataclasses.fields(MONITORING)} | {SSH}
+    named = set(RAY_SINGLE_PORTS.values()) | {getattr(MONITORING, f.name) for f in dataclasses.fields(MONITORING)} | {SSH, REDIS}
     for placed, rules in node_rules(prod_config):
         for rule in rules:
             assert (rule.last_port is None and rule.port in named) or (rule.port, rule.last_port) == (RAY.min_worker, RAY.max_worker), rule

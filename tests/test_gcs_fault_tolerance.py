@@ -150,7 +150,12 @@ def test_with_the_store_a_head_restart_loses_nothing():
     assert report["task_result"] == "finished" and report["task_runs"] == [report["worker_node_id"]]
     assert report["job_driver_node"] == report["worker_node_id"]
     assert report["job_status"] == "SUCCEEDED"
-    assert report["job_beats_after_restart"] > 0
+    assert report["job_beats_during_outage"] > 0 and report["job_beats_after_restart"] > 0
+    # The smoke test submits the documented way too, and sees the driver on the always-on worker.
+    smoke = report["smoke_test"]
+    assert smoke["exit"] == 0, smoke
+    [job_check] = [r for r in smoke["results"] if r["tier"] == "long-job driver"]
+    assert job_check["driverNode"] == report["worker_node_id"]
 
 
 def test_without_the_store_the_workers_die_with_the_head():

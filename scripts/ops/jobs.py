@@ -9,7 +9,8 @@ driver runs on an always-on worker instead, which waits for a restarting head
         --entrypoint-label-selector '{"tier": "always-on", "role": "worker"}' \\
         --entrypoint-num-cpus 1 -- python my_job.py
 
-`submit_command` builds exactly that line; the smoke test and the tests use it.
+`submit_command` builds exactly that line, `submit` does the same through the
+Jobs SDK; the smoke test and the tests use them.
 """
 from __future__ import annotations
 
@@ -31,3 +32,13 @@ def submit_command(dashboard_url: str, entrypoint: list[str], *, submission_id: 
         *(["--no-wait"] if no_wait else []),
         "--", *entrypoint,
     ]
+
+
+def submit(client, entrypoint: str, submission_id: str | None = None) -> str:
+    """The same submission through a `ray.job_submission.JobSubmissionClient`; returns the job's id."""
+    return client.submit_job(
+        entrypoint=entrypoint,
+        submission_id=submission_id,
+        entrypoint_label_selector=dict(ALWAYS_ON_WORKER),
+        entrypoint_num_cpus=DRIVER_CPUS,
+    )

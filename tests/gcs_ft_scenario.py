@@ -35,10 +35,12 @@ sys.path.insert(0, str(ROOT))
 from components.model.stack import read_stack_file  # noqa: E402
 from components.render import ray_start, redis_store  # noqa: E402
 from scripts.ops import jobs  # noqa: E402
-from scripts.ops.local_cluster import LocalCluster, driver, kill_node_processes, local_redis_port, localize  # noqa: E402
+from components.model.ports import REDIS  # noqa: E402
+from scripts.ops.local_cluster import LocalCluster, driver, kill_node_processes, localize  # noqa: E402
 
 HEAD, WORKER = "ray-ao-1", "ray-ao-2"
 OFFSET = 1000
+REDIS_PORT = REDIS + OFFSET
 DOWN_SECONDS = 10
 WORKER_DEATH_WATCH_SECONDS = 150
 
@@ -107,7 +109,7 @@ def job_info(cluster: LocalCluster, submission_id: str) -> dict:
 
 def start_redis(root: Path, password: str) -> subprocess.Popen:
     """Debian's redis-server from the rendered entrypoint, config and health check."""
-    port = local_redis_port(OFFSET)
+    port = REDIS_PORT
     data = root / "redis"
     data.mkdir()
     script = redis_store.entrypoint_script(redis_store.redis_conf(["127.0.0.1"], port, str(data)))
@@ -127,7 +129,7 @@ def scenario(fault_tolerant: bool, root: Path, report: dict) -> None:
     ]
     if not fault_tolerant:
         rendered[0] = dataclasses.replace(rendered[0], gcs_store=None)
-    head_settings, worker_settings = localize(rendered, root, OFFSET, 100, (30000, 33999))
+    head_settings, worker_settings = localize(rendered, root, OFFSET, 100, (30000, 33999), redis_port=REDIS_PORT)
     password = secrets.token_hex(24)
     redis = start_redis(root, password)
     # A long-lived driver waits for a restarting head as long as the workers do.
@@ -192,6 +194,8 @@ def scenario(fault_tolerant: bool, root: Path, report: dict) -> None:
                 worker_now = cluster.node_info(WORKER)
                 report["worker_after"] = {"node_id": worker_now["node_id"], "state": worker_now["state"]}
                 report["count_after"] = ray.get(ray.get_actor("counter", namespace="ft").add.remote(), timeout=60)
+                beats_after = lambda: [t for t in map(float, beats.read_text().splitlines()[1:]) if t > back_wall]  # noqa: E731
+                wait_for("the job's driver working after the restart", beats_after, 60)
                 stop.touch()
                 status = wait_for(
                     "the job to end",

@@ -29,7 +29,6 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from components.render import ray_start
 from components.render.ray_start import RayNodeSettings
-from components.model.ports import REDIS
 
 LOOPBACK = "127.0.0.1"
 PROGRESS_EVERY_S = 10
@@ -58,12 +57,14 @@ def localize(
     worker_ports: tuple[int, int],
     object_store_bytes: int = 100 * 2**20,
     shutdown_drain_seconds: int = 5,
+    redis_port: Optional[int] = None,
 ) -> list[RayNodeSettings]:
     """Rendered settings remapped to this machine; everything else as rendered.
 
     Node i's ports move by first_offset + i * offset_step and it gets its own
-    slice of `worker_ports`; its temp and spill dirs go under root/<i>; the
-    head's Redis (if any) is at `local_redis_port(first_offset)`. The
+    slice of `worker_ports`; its temp and spill dirs go under root/<i>. The
+    head keeps its GCS state in a Redis at 127.0.0.1:`redis_port` if given (the
+    caller runs it), else in memory, as without GCS fault tolerance. The
     object store is small, and a short SIGTERM drain keeps stopping quick.
     """
     low, high = worker_ports
@@ -76,7 +77,7 @@ def localize(
     local = []
     for i, s in enumerate(rendered):
         node_dir = root / str(i)
-        store = s.gcs_store and dataclasses.replace(s.gcs_store, address=f"{LOOPBACK}:{local_redis_port(first_offset)}")
+        store = dataclasses.replace(s.gcs_store, address=f"{LOOPBACK}:{redis_port}") if s.gcs_store and redis_port else None
         local.append(
             dataclasses.replace(
                 s,
@@ -93,11 +94,6 @@ def localize(
             )
         )
     return local
-
-
-def local_redis_port(first_offset: int) -> int:
-    """Where `localize` points the head's GCS store: the shipped Redis port moved like the nodes'."""
-    return REDIS + first_offset
 
 
 @dataclasses.dataclass

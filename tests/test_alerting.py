@@ -27,8 +27,10 @@ import yaml
 
 from components.model import config
 from components.model.versions import pinned_version
+from components.model.ports import MONITORING
 from components.render import alerting_config as ac
-from components.render import containers
+from components.render import containers, firewall_rules
+from components.render import monitoring_config as mc
 from conftest import prod_raw, require_tool
 
 SECRETS = {
@@ -232,3 +234,29 @@ def test_real_alertmanager_pages_the_head_inhibits_its_flood_and_keeps_windows(t
         with urllib.request.urlopen(f"{url}/api/v2/alerts?inhibited=true", timeout=10) as response:
             inhibited = {a["labels"]["alertname"] for a in json.load(response) if a["status"]["inhibitedBy"]}
         assert inhibited == set(ac.INHIBITED_BY_HEAD_DOWN)
+
+
+def test_prometheus_alerts_the_alertmanager_beside_it_and_can_remote_write(tmp_path, prod_config):
+    url = "https://metrics.example.internal/api/v1/write"
+    shipped = yaml.safe_load(mc.prometheus_yml(url))
+    assert shipped["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": [f"127.0.0.1:{MONITORING.alertmanager}"]}]}]
+    assert shipped["remote_write"] == [{"url": url}] and "remote_write" not in yaml.safe_load(mc.prometheus_yml())
+    (tmp_path / mc.PROMETHEUS_YML).write_text(mc.prometheus_yml(url))
+    for relative, text in {**mc.rule_files(), **mc.scrape_targets(prod_config, dt.datetime.now(dt.timezone.utc))}.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+    require_tool("promtool", "prometheus")
+    check = subprocess.run(["promtool", "check", "config", str(tmp_path / mc.PROMETHEUS_YML)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    raw = prod_raw()
+    raw["monitoring"]["remoteWrite"] = {"url": url}
+    assert yaml.safe_load(mc.config_files(config.load(raw))[f"{mc.PROMETHEUS_CONFIG.host}/{mc.PROMETHEUS_YML}"].split("\n", 1)[1])["remote_write"] == [{"url": url}]
+
+
+def test_alertmanager_listens_where_prometheus_and_the_firewall_say(prod_config):
+    spec = containers.alertmanager_container(prod_config)
+    assert f"--web.listen-address=:{MONITORING.alertmanager}" in spec.command
+    monitor = prod_config.monitoring_host
+    rules = [r for p in prod_config.placed_nodes for r in firewall_rules.firewall_rules(prod_config, p) if r.port == MONITORING.alertmanager]
+    assert {r.source for r in rules} == {str(c) for c in prod_config.network.admin_cidrs}
+    assert all(r in firewall_rules.firewall_rules(prod_config, monitor) for r in rules)

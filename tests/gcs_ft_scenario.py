@@ -43,6 +43,7 @@ OFFSET = 1000
 REDIS_PORT = REDIS + OFFSET
 DOWN_SECONDS = 10
 WORKER_DEATH_WATCH_SECONDS = 150
+RAY_DEFAULT_GCS_RECONNECT_S = 60  # gcs_rpc_server_reconnect_timeout_s in Ray 2.60's ray_config_def.h
 
 # The job: a driver on an always-on worker that starts a task there, works until
 # told to stop, then collects the task's result. The task notes each run it makes.
@@ -127,8 +128,8 @@ def scenario(fault_tolerant: bool, root: Path, report: dict) -> None:
         dataclasses.replace(ray_start.node_settings(cfg, cfg.placed(name)), num_cpus=cpus)
         for name, cpus in ((HEAD, 1), (WORKER, 3))
     ]
-    if not fault_tolerant:
-        rendered[0] = dataclasses.replace(rendered[0], gcs_store=None)
+    if not fault_tolerant:  # as before GCS fault tolerance: no store, Ray's default wait for the GCS
+        rendered = [dataclasses.replace(s, gcs_store=None, head_outage_seconds=RAY_DEFAULT_GCS_RECONNECT_S) for s in rendered]
     head_settings, worker_settings = localize(rendered, root, OFFSET, 100, (30000, 33999), redis_port=REDIS_PORT)
     password = secrets.token_hex(24)
     redis = start_redis(root, password)

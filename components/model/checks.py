@@ -173,8 +173,8 @@ def _always_on_host_rules(key: str, host: str, what: str, tiers: dict[str, TierV
 def _alerting_rules(alerting: Alerting) -> list[Problem]:
     problems = []
     seen: set[str] = set()
-    for i, receiver in enumerate(alerting.receivers):
-        key = f"alerting.receivers[{i}]"
+    for receiver in alerting.receivers:
+        key = f"alerting.receivers[{receiver.name}]"  # named by name, as nodes are
         if receiver.name in seen:
             problems.append(Problem(f"{key}.name", f"duplicate receiver name {receiver.name!r}"))
         if receiver.name == NOBODY_RECEIVER:

@@ -266,8 +266,10 @@ def wait_for(what: str, probe: Callable[[], object], timeout: float = WAIT_SECON
 
 
 def config_with_heavy_tier_live(now: dt.datetime) -> config.ClusterConfig:
-    """The prod stack with its heavy window moved so that `now` is well inside it, past the start-up grace."""
+    """The prod stack with its heavy window moved so that `now` is well inside it, past the start-up grace,
+    and monitoring on the head: the one node whose exporters this test runs."""
     raw = prod_raw()
+    raw["monitoring"]["host"] = "ray-ao-1"
     raw["tiers"]["heavy-compute"]["schedule"] = {
         "start": (now - dt.timedelta(hours=2)).strftime("%H:%M"),
         "end": (now + dt.timedelta(hours=2)).strftime("%H:%M"),

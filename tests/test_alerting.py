@@ -153,7 +153,9 @@ class Sink(http.server.BaseHTTPRequestHandler):
 def windowed_tiers_around(now: dt.datetime) -> dict:
     """prod with heavy-compute's window hours away from now, and a second windowed tier live now."""
     raw = prod_raw()
-    hhmm = lambda hours: (now + dt.timedelta(hours=hours)).strftime("%H:%M")
+    def hhmm(hours: int) -> str:
+        return (now + dt.timedelta(hours=hours)).strftime("%H:%M")
+
     raw["tiers"]["heavy-compute"]["schedule"] = {"start": hhmm(3), "end": hhmm(6), "timezone": "UTC"}
     raw["tiers"]["night-batch"] = {
         **{k: raw["tiers"]["heavy-compute"][k] for k in ("vcpu", "memoryGb", "diskGb")},

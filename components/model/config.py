@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, fiel
 
 from components.model import fields as f
 from components.model.fields import ConfigModel
+from components.model.alerting import Alerting
 from components.model.checks import TierView, cross_checks
 from components.model.errors import NAMESPACE, ConfigError, Problem  # noqa: F401  (re-exported)
 from components.model.extras import ExtraPort, RayEnv, RayStartArgs
@@ -208,49 +209,6 @@ class Redis(ConfigModel):
     head_outage_minutes: int = Field(default=10, gt=0)
 
     _pinned = field_validator("image")(classmethod(lambda cls, v: require_pinned(v)))
-
-
-_RECEIVER_NAME = r"^[a-z][a-z0-9-]{0,40}$"
-
-
-class EmailReceiver(ConfigModel):
-    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
-    sender: str = Field(alias="from", pattern=r"^[^@\s]+@[^@\s]+$")
-    smarthost: str = Field(pattern=r"^[\w.-]+:\d+$")
-    auth_username: Optional[str] = None  # its password: alertingSecrets.<receiver name>
-    require_tls: bool = True
-
-
-class WebhookReceiver(ConfigModel):
-    """A webhook (a dead man's switch service, a chat bridge); its URL: alertingSecrets.<receiver name>."""
-
-    send_resolved: bool = True
-
-
-class SlackReceiver(ConfigModel):
-    """Slack or a Slack-compatible endpoint (Mattermost, Rocket.Chat); its URL: alertingSecrets.<receiver name>."""
-
-    channel: str = Field(min_length=1)
-
-
-class Receiver(ConfigModel):
-    name: str = Field(pattern=_RECEIVER_NAME)
-    email: Optional[EmailReceiver] = None
-    webhook: Optional[WebhookReceiver] = None
-    slack: Optional[SlackReceiver] = None
-
-    @property
-    def needs_secret(self) -> bool:
-        return bool(self.webhook or self.slack or (self.email and self.email.auth_username))
-
-
-class Alerting(ConfigModel):
-    """Who hears which alert. Each route names a receiver; unset: that alert reaches nobody."""
-
-    receivers: list[Receiver] = []
-    critical: Optional[str] = None  # pages: the head down, and every other critical alert
-    warning: Optional[str] = None  # everything else (a windowed tier's only inside its window)
-    watchdog: Optional[str] = None  # the dead man's switch: hears the always-firing Watchdog
 
 
 class Registry(ConfigModel):

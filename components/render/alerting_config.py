@@ -26,7 +26,8 @@ from typing import Mapping
 import yaml
 
 from components.model.checks import NOBODY_RECEIVER
-from components.model.config import ClusterConfig, Receiver
+from components.model.alerting import Receiver
+from components.model.config import ClusterConfig
 from components.model.ports import MONITORING
 from components.render.monitoring_config import HOST_DIR, Mount
 

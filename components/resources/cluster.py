@@ -56,7 +56,7 @@ class RayCluster(pulumi.ComponentResource):
             f"{name}-ray-token", length=48, special=False, opts=renamed(child, "ray-token")
         ).result
         ssh = SshAccess(cfg.ssh.user, secrets.ssh_private_key)
-        redis_password = random.RandomPassword(f"{name}-redis-password", length=48, special=False, opts=child).result
+        redis_password: pulumi.Output = random.RandomPassword(f"{name}-redis-password", length=48, special=False, opts=child).result
         always_on_vms = []
         # No VM before the SSH key pair is checked (stack_config.matching_private_key): with a
         # mismatched pair the update fails with no VM cloned, rather than with VMs nobody can reach.

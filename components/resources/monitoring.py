@@ -123,14 +123,12 @@ class MonitoringStack(pulumi.ComponentResource):
         config_files = write("monitoring-config", write_files_script(args.config_files, then=RELOAD_PROMETHEUS))
         # Changes when a tier comes or goes: files only, Prometheus re-reads them.
         self.targets = write("scrape-targets", write_files_script(args.schedule_files, then=RELOAD_PROMETHEUS))
-        alertmanager_config = write(
-            "alertmanager-config",
-            pulumi.Output.secret(args.alerting_secrets or {}).apply(
-                lambda secrets: write_files_script(
-                    {ALERTMANAGER_FILE: args.alertmanager_yml(secrets)}, mode="0640", then=SECURE_AND_RELOAD_ALERTMANAGER
-                )
-            ),
-        )
+        def alertmanager_script(receiver_secrets: Mapping[str, str]) -> str:
+            files = {ALERTMANAGER_FILE: args.alertmanager_yml(receiver_secrets)}
+            return write_files_script(files, mode="0640", then=SECURE_AND_RELOAD_ALERTMANAGER)
+
+        receiver_secrets: pulumi.Input[Mapping[str, str]] = args.alerting_secrets if args.alerting_secrets is not None else {}
+        alertmanager_config = write("alertmanager-config", pulumi.Output.secret(receiver_secrets).apply(alertmanager_script))
         self.dashboards = self._dashboards(on, args.ssh_user)
 
         after_config = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[config_files]))

@@ -54,7 +54,7 @@ class RayNode(pulumi.ComponentResource):
             self.image.image_id,
             # Ray starts only once the firewall is in place (and the head once its Redis runs, when both share the VM).
             pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[on.firewall_ready, *filter(None, [args.gcs_store])])),
-            secrets={"RAY_AUTH_TOKEN": args.ray_token, REDIS_PASSWORD_ENV: args.redis_password},
+            secrets={"RAY_AUTH_TOKEN": args.ray_token, **({REDIS_PASSWORD_ENV: args.redis_password} if args.redis_password else {})},
             # A worker's container takes the head container's id as an input (labels are ForceNew
             # in the Docker provider): when the head container is replaced, the engine deletes
             # every worker container first, each after its drain (calculateDependentReplacements,

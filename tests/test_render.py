@@ -39,7 +39,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 NIGHT = dt.datetime(2026, 11, 22, 22, tzinfo=BERLIN)  # heavy-compute live (18:00-06:00)
 NOON = dt.datetime(2026, 11, 22, 12, tzinfo=BERLIN)
 # What containers.sh reads from the environment; the mocks run uses the same secrets.
-REDIS_PASSWORD = generated_password("redis-password")  # the program generates it
+REDIS_PASSWORD = generated_password("ray-redis-password")  # the program generates it (RayCluster "ray")
 SECRETS = {
     "RAY_AUTH_TOKEN": "test-ray-token-0123456789abcdef",
     "GF_SECURITY_ADMIN_PASSWORD": "test-grafana-password",

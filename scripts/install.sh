@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the program, its tools and its tests need, into ./venv
 # (the virtualenv Pulumi.yaml names) plus the Debian packages whose real tools
-# check what we ship: promtool/prometheus, node-exporter, cloud-init, ufw,
-# iproute2 (network namespaces for the firewall tests), openssh-server (a real sshd,
+# check what we ship: promtool/prometheus, node-exporter, amtool/alertmanager,
+# redis-server (GCS fault tolerance), cloud-init, ufw, iproute2 (network
+# namespaces for the firewall and head-restart tests), openssh-server (a real sshd,
 # in a namespace, for the SSH client tests), docker-registry (the LAN image mirror's
 # registry) and rsyslog (the log shipping to the monitoring host).
 set -euo pipefail
@@ -18,12 +19,12 @@ apt_install() { DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-
 installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]; }
 among() { local x="$1"; shift; local y; for y in "$@"; do [ "$x" = "$y" ] && return 0; done; return 1; }
 
-# We need these packages' binaries only: the tests start their own prometheus and
-# node-exporter on 127.0.0.1. Debian's packages would otherwise start them as
+# We need these packages' binaries only: the tests start their own prometheus,
+# node-exporter, alertmanager and redis-server on 127.0.0.1. Debian's packages would otherwise start them as
 # services on :9090/:9100 on all interfaces, and cloud-init would run at the next
 # boot. So: packages already present are left alone (not reinstalled or upgraded,
 # their services untouched); those this run installs get their services kept off.
-DEBS=(prometheus prometheus-node-exporter cloud-init netplan.io ufw iproute2 iptables procps openssh-server docker-registry rsyslog)
+DEBS=(prometheus prometheus-node-exporter prometheus-alertmanager redis-server cloud-init netplan.io ufw iproute2 iptables procps openssh-server docker-registry rsyslog)
 missing=()
 for deb in "${DEBS[@]}"; do installed "$deb" || missing+=("$deb"); done
 # A Docker CLI (no daemon needed) lets tests/test_render.py compare `docker run` with Pulumi's containers.
@@ -59,6 +60,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   units=()
   among prometheus "${missing[@]}" && units+=(prometheus.service)
   among prometheus-node-exporter "${missing[@]}" && units+=(prometheus-node-exporter.service)
+  among prometheus-alertmanager "${missing[@]}" && units+=(prometheus-alertmanager.service)
+  among redis-server "${missing[@]}" && units+=(redis-server.service)
   among docker.io "${missing[@]}" && units+=(docker.service docker.socket containerd.service)
   among openssh-server "${missing[@]}" && units+=(ssh.service)
   among docker-registry "${missing[@]}" && units+=(docker-registry.service)

@@ -1,12 +1,15 @@
 """Post-deploy smoke test: every live tier runs work, on its own nodes only.
 
     RAY_AUTH_TOKEN=... python -m scripts.smoke_test --address ray://HEAD:10001 [--tier NAME ...] [--tasks 50] [--json]
+        [--dashboard http://HEAD:8265]
 
 `--address` is anything `ray.init` takes: from an admin machine the stack output
 `rayClientAddress`, on a cluster node the GCS address `rayAddress`. For each
 tier (default: every tier with a live node) it submits N small tasks with
 `label_selector={"tier": tier}`, checks that each ran on a node of that tier,
-and reports the throughput in tasks/s.
+and reports the throughput in tasks/s. With `--dashboard` it also submits a job
+the documented way for long jobs (scripts/ops/jobs.py) and checks that its
+driver ran on an always-on worker, where a head restart cannot kill it.
 
 Exit codes: 0 every tier passed, 1 a tier failed (no live node, a task ran
 elsewhere, or the tasks did not finish in time), 2 the cluster could not be reached.
@@ -16,11 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from typing import Optional
 
-from scripts.ops import ray_state
+from scripts.ops import jobs, ray_state
+
+JOB_CHECK = "long-job driver"
+PRINT_DRIVER_NODE = "import ray; ray.init(); print('driver-node', ray.get_runtime_context().get_node_id())"
 
 
 def run_tier(ray, tier: str, node_ids: set[str], tasks: int, timeout: float) -> dict:
@@ -53,6 +60,28 @@ def run_tier(ray, tier: str, node_ids: set[str], tasks: int, timeout: float) -> 
     }
     if elsewhere:
         result["error"] = f"tasks ran on nodes outside the tier: {elsewhere}"
+    return result
+
+
+def run_long_job_check(dashboard: str, labels_by_node: dict[str, dict], timeout: float) -> dict:
+    """Submit a tiny job as long jobs should be submitted; check its driver ran on an always-on worker."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(dashboard)
+    job = jobs.submit(client, f"python -c {shlex.quote(PRINT_DRIVER_NODE)}")
+    give_up = time.monotonic() + timeout
+    while (status := client.get_job_status(job)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        if time.monotonic() > give_up:
+            client.stop_job(job)
+            return {"tier": JOB_CHECK, "ok": False, "error": f"job {job} still {status} after {timeout:g}s: is there a live always-on worker?"}
+        time.sleep(1)
+    words = client.get_job_logs(job).split()
+    node = words[words.index("driver-node") + 1] if "driver-node" in words else None
+    labels = labels_by_node.get(node, {})
+    ok = status == JobStatus.SUCCEEDED and all(labels.get(k) == v for k, v in jobs.ALWAYS_ON_WORKER.items())
+    result = {"tier": JOB_CHECK, "ok": ok, "job": job, "driverNode": node, "driverLabels": {k: labels.get(k) for k in jobs.ALWAYS_ON_WORKER}}
+    if not ok:
+        result["error"] = f"job {job} {status}, driver on {node} labelled {labels}"
     return result
 
 
@@ -92,6 +121,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--tier", action="append", help="a tier to test (repeatable); default: every live tier")
     parser.add_argument("--tasks", type=int, default=50, help="tasks per tier")
     parser.add_argument("--timeout", type=float, default=120, help="seconds per tier")
+    parser.add_argument("--dashboard", help="http://HEAD:8265: also check that a long job's driver avoids the head")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -106,8 +136,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         live = nodes_per_tier(ray)
         results = [run_tier(ray, tier, live.get(tier, set()), args.tasks, args.timeout) for tier in args.tier or sorted(live)]
+        labels_by_node = {node["NodeID"]: node["Labels"] for node in ray.nodes() if node["Alive"]}
     finally:
         ray.shutdown()
+    if args.dashboard:
+        results.append(run_long_job_check(args.dashboard, labels_by_node, args.timeout))
 
     if args.json:
         print(json.dumps(results, indent=2))

@@ -21,7 +21,18 @@ def test_prod_stack_is_valid(prod_config):
         "ray-ao-1", "ray-ao-2", "ray-ao-3", "ray-hc-1", "ray-hc-2", "ray-hc-3"
     ]
     assert prod_config.head.node.name == "ray-ao-1"
-    assert prod_config.monitoring_host.node.name == "ray-ao-1"
+    assert prod_config.redis_host.node.name == "ray-ao-1"
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda r: None, "ray-ao-2"),  # the first always-on node that is not the head
+    (lambda r: r["monitoring"].update(host="ray-ao-1"), "ray-ao-1"),  # configured: as configured
+    (lambda r: r["tiers"]["always-on"].update(nodes=r["tiers"]["always-on"]["nodes"][:1]), "ray-ao-1"),  # the head alone
+    (lambda r: r["tiers"]["always-on"]["nodes"].reverse(), "ray-ao-3"),
+], ids=["default", "configured", "head-alone", "order"])
+def test_monitoring_runs_off_the_head_unless_told_or_alone(raw, mutate, expected):
+    mutate(raw)
+    assert config.load(raw).monitoring_host.node.name == expected
 
 
 def test_the_committed_stack_pins_no_instant():
@@ -125,6 +136,24 @@ BAD_STACKS = [
      "monitoring.host", "not a node of any tier"),
     ("monitoring host on heavy tier", lambda r: r["monitoring"].update(host="ray-hc-1"),
      "monitoring.host", "must be in an always-on tier"),
+    ("redis host on heavy tier", lambda r: r.update(redis={"host": "ray-hc-1"}),
+     "redis.host", "must be in an always-on tier"),
+    ("unpinned redis image", lambda r: r.update(redis={"image": "redis:latest"}),
+     "redis.image", "pinned to an exact version"),
+    ("head outage zero", lambda r: r.update(redis={"headOutageMinutes": 0}),
+     "redis.headOutageMinutes", "greater than 0"),
+    ("receiver without a kind", lambda r: r.update(alerting={"receivers": [{"name": "team"}]}),
+     "alerting.receivers[team]", "needs one of email, webhook, slack"),
+    ("duplicate receiver", lambda r: r.update(alerting={"receivers": [{"name": "team", "webhook": {}}] * 2}),
+     "alerting.receivers[team].name", "duplicate receiver name 'team'"),
+    ("route to an unknown receiver", lambda r: r.update(alerting={"warning": "team"}),
+     "alerting.warning", "'team' is not the name of one of alerting.receivers"),
+    ("receiver named like the fallback", lambda r: r.update(alerting={"receivers": [{"name": "nobody", "webhook": {}}]}),
+     "alerting.receivers[nobody].name", "reserved"),
+    ("bad email", lambda r: r.update(alerting={"receivers": [{"name": "team", "email": {"to": "team", "from": "a@b", "smarthost": "smtp:25"}}]}),
+     "alerting.receivers[team].email.to", "should match pattern"),
+    ("remote write not a url", lambda r: r["monitoring"].update(remoteWrite={"url": "metrics.example"}),
+     "monitoring.remoteWrite.url", "should match pattern"),
     ("at without offset", lambda r: r.update(at="2026-11-22T22:00:00"),
      "at", "has no UTC offset"),
     ("at malformed", lambda r: r.update(at="tonight"),

@@ -15,7 +15,7 @@ import pytest
 import netns
 from components.model import config
 from components.render import firewall_rules as fw
-from components.model.ports import MONITORING, RAY, SSH
+from components.model.ports import MONITORING, RAY, REDIS, SSH
 
 LAB_CIDR = ipaddress.ip_network("10.77.0.0/24")
 LAB_ADMIN_CIDRS = ["10.78.0.0/24", "10.79.0.0/24"]
@@ -40,6 +40,7 @@ PROBED = {
     "past_workers": RAY.max_worker + 1,
     "ssh": SSH,
     "grafana": MONITORING.grafana,  # runs on the monitoring host, not the head
+    "redis": REDIS,  # the GCS's store on the head's VM: the head itself only, no peer
 }
 FROM_NODES = RAY_INTERNAL | {"worker_first", "worker", "worker_last"} | RAY_ENTRY
 REACHES = {
@@ -127,7 +128,7 @@ def test_ssh_only_from_every_admin_network(prod_config):
 
 
 def test_every_port_is_one_named_in_ports_py(prod_config):
-    named = set(RAY_SINGLE_PORTS.values()) | {getattr(MONITORING, f.name) for f in dataclasses.fields(MONITORING)} | {SSH}
+    named = set(RAY_SINGLE_PORTS.values()) | {getattr(MONITORING, f.name) for f in dataclasses.fields(MONITORING)} | {SSH, REDIS}
     for placed, rules in node_rules(prod_config):
         for rule in rules:
             for port in rule.opened:

@@ -91,6 +91,15 @@ def test_smoke_test_passes_on_every_live_tier_through_the_ray_client(cluster):
         assert r["tasksPerSecond"] > 0
 
 
+def test_smoke_test_says_when_no_always_on_worker_can_host_a_long_jobs_driver(cluster):
+    # This cluster's always-on tier is the head alone: a long job's driver has nowhere to go.
+    result = tool(cluster, "scripts.smoke_test", "--address", cluster.gcs_address, "--dashboard", cluster.dashboard_url,
+                  "--tier", "heavy-compute", "--tasks", "5", "--timeout", "20", "--json")
+    assert result.returncode == 1, result.stderr
+    [job] = [r for r in json.loads(result.stdout) if r["tier"] == smoke_test.JOB_CHECK]
+    assert not job["ok"] and "is there a live always-on worker?" in job["error"]
+
+
 def test_smoke_test_fails_for_a_tier_without_live_nodes(cluster):
     result = tool(cluster, "scripts.smoke_test", "--address", cluster.gcs_address, "--tier", "heavy-compute", "--tier", "gpu", "--tasks", "5")
     assert result.returncode == 1

@@ -22,6 +22,7 @@ NOON = "2026-11-22T12:00:00+01:00"
 IN_DRAIN_LEAD = "2026-11-23T05:50:00+01:00"
 AO = ["ray-ao-1", "ray-ao-2", "ray-ao-3"]
 HC = ["ray-hc-1", "ray-hc-2", "ray-hc-3"]
+MONITOR = "ray-ao-2"  # the prod stack's default monitoring host: not the head
 
 
 def run_at(raw, tmp_path, at, override=None):
@@ -58,7 +59,7 @@ def test_heavy_tier_out_leaves_always_on_untouched(raw, tmp_path, at, override):
     day_view, night_view = always_on_view(day), always_on_view(night)
     assert day_view.keys() == night_view.keys()
     changed = {key for key in day_view if day_view[key] != night_view[key]}
-    assert changed == {(COMMAND, "ray-ao-1-scrape-targets")}
+    assert changed == {(COMMAND, f"{MONITOR}-scrape-targets")}
 
 
 @pytest.mark.parametrize("at", [NOON, IN_DRAIN_LEAD, NIGHT])
@@ -298,11 +299,11 @@ def test_drain_on_delete_for_every_worker_before_container_and_vm(night, prod_co
 
 def test_monitoring_containers(night, prod_config):
     host = prod_config.monitoring_host.node.name
-    monitoring = [c for c in night.of_type(CONTAINER) if not c.name.endswith("-ray")]
+    monitoring = [c for c in night.of_type(CONTAINER) if not c.name.endswith(("-ray", "-redis"))]
     names = sorted(c.name for c in monitoring)
     expected = sorted(
-        [f"{n}-node-exporter" for n in AO + HC] + [f"{n}-cadvisor" for n in AO + HC] + [f"{host}-prometheus", f"{host}-grafana"]
-        + [f"{host}-image-mirror"]
+        [f"{n}-node-exporter" for n in AO + HC] + [f"{n}-cadvisor" for n in AO + HC]
+        + [f"{host}-prometheus", f"{host}-grafana", f"{host}-alertmanager", f"{host}-image-mirror"]
     )
     assert names == expected
     for c in monitoring:
@@ -312,7 +313,7 @@ def test_monitoring_containers(night, prod_config):
         assert c.inputs["image"] == image_id(image.inputs["name"])
         assert pinned_version(image.inputs["name"]) is not None
     volumes = {r.inputs["name"] for r in night.of_type("docker:index/volume:Volume")}
-    assert volumes == {"prometheus-data", "grafana-data", "image-mirror"}
+    assert volumes == {"prometheus-data", "grafana-data", "alertmanager-data", "ray-gcs-redis-data", "image-mirror"}
     grafana = night.one(CONTAINER, f"{host}-grafana")
     env = dict(e.split("=", 1) for e in grafana.inputs["envs"])
     assert env["GF_SECURITY_ADMIN_PASSWORD"] == TEST_SECRETS["grafanaAdminPassword"] and "envs" in grafana.secret_inputs
@@ -347,7 +348,7 @@ def test_grafana_dashboards_are_copied_as_files_by_their_own_resource(night, pro
 def test_grafana_password_generated_when_not_given(raw, tmp_path):
     raw["at"] = NOON
     run = run_program(raw, tmp_path, secrets={"sshPrivateKey": TEST_SECRETS["sshPrivateKey"]})
-    grafana = run.one(CONTAINER, "ray-ao-1-grafana")
+    grafana = run.one(CONTAINER, f"{MONITOR}-grafana")
     env = dict(e.split("=", 1) for e in grafana.inputs["envs"])
     assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("generated-")
     assert env["GF_SECURITY_ADMIN_PASSWORD"] not in ("admin", "admin123")
@@ -360,7 +361,7 @@ def test_scrape_targets_follow_the_schedule(raw, tmp_path, prod_config):
     from components.render.remote_files import write_files_script
 
     day = run_at(raw, tmp_path, NOON)
-    stdin = day.one(COMMAND, "ray-ao-1-scrape-targets").inputs["stdin"]
+    stdin = day.one(COMMAND, f"{MONITOR}-scrape-targets").inputs["stdin"]
     at = dt.datetime.fromisoformat(NOON)
     files = {f"{mc.PROMETHEUS_CONFIG.host}/{k}": v for k, v in mc.scrape_targets(prod_config, at).items()}
     files[f"{mc.NODE_EXPORTER_TEXTFILE.host}/{mc.EXPECTED_NODES_FILE}"] = mc.expected_nodes_metrics(prod_config, at)

@@ -90,7 +90,7 @@ def test_head_serves_dashboard_and_client_on_all_interfaces(head):
 
 def test_tier_is_both_a_label_and_a_custom_resource(heavy):
     args = flags(ray_start.ray_start_args(heavy))
-    assert args["labels"] == "tier=heavy-compute"
+    assert args["labels"] == "tier=heavy-compute,role=worker"
     assert json.loads(args["resources"]) == {"tier:heavy-compute": 80}
     assert args["num-cpus"] == "80" and "disable-usage-stats" in args
 

@@ -28,18 +28,24 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from components.render import cloud_init, firewall_rules as fw, monitoring_config as mc, ray_start, offline as render
+from components.render import cloud_init, firewall_rules as fw, monitoring_config as mc, ray_start, redis_store, offline as render
 from conftest import prod_raw, require_tool
 from scripts import render as render_cli
 from components.resources.ray_node import HEAD_CONTAINER_LABEL
-from scripts.ops.program_mocks import TEST_SECRETS, run_program
+from scripts.ops.program_mocks import TEST_SECRETS, generated_password, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 BERLIN = ZoneInfo("Europe/Berlin")
 NIGHT = dt.datetime(2026, 11, 22, 22, tzinfo=BERLIN)  # heavy-compute live (18:00-06:00)
 NOON = dt.datetime(2026, 11, 22, 12, tzinfo=BERLIN)
 # What containers.sh reads from the environment; the mocks run uses the same secrets.
-SECRETS = {"RAY_AUTH_TOKEN": "test-ray-token-0123456789abcdef", "GF_SECURITY_ADMIN_PASSWORD": "test-grafana-password"}
+REDIS_PASSWORD = generated_password("ray-redis-password")  # the program generates it (RayCluster "ray")
+SECRETS = {
+    "RAY_AUTH_TOKEN": "test-ray-token-0123456789abcdef",
+    "GF_SECURITY_ADMIN_PASSWORD": "test-grafana-password",
+    "RAY_REDIS_PASSWORD": REDIS_PASSWORD,
+    "REDISCLI_AUTH": REDIS_PASSWORD,
+}
 
 # Runs under Debian's python3, where cloud-init lives: each meta-data as the VMware datasource reads it.
 PARSE_METADATA = """
@@ -253,15 +259,23 @@ def docker_argvs(rendered, prod_config, tmp_path_factory) -> dict[str, list[list
 def test_containers_sh_needs_the_secrets_from_the_environment(rendered, prod_config):
     head = node_dir(rendered, prod_config.head.node.name) / "containers.sh"
     result = subprocess.run(["/bin/sh", str(head)], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
-    assert result.returncode != 0 and "pulumi stack output --show-secrets rayToken" in result.stderr
+    assert result.returncode != 0 and "pulumi stack output --show-secrets redisPassword" in result.stderr
     assert not any(secret in head.read_text() for secret in SECRETS.values())
+    worker = node_dir(rendered, "ray-hc-1") / "containers.sh"
+    result = subprocess.run(["/bin/sh", str(worker)], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert result.returncode != 0 and "pulumi stack output --show-secrets rayToken" in result.stderr
 
 
 def test_each_node_runs_its_containers(docker_argvs, prod_config):
     monitor = prod_config.monitoring_host.node.name
     for node, argvs in docker_argvs.items():
         names = [argv[argv.index("--name") + 1] for argv in argvs]
-        expected = ["image-mirror"] * (node == monitor) + [ray_start.CONTAINER_NAME, "node-exporter", "cadvisor"] + ["prometheus", "grafana"] * (node == monitor)
+        expected = (
+            ["image-mirror"] * (node == monitor)
+            + [redis_store.CONTAINER_NAME] * (node == prod_config.redis_host.node.name)
+            + [ray_start.CONTAINER_NAME, "node-exporter", "cadvisor"]
+            + ["prometheus", "grafana", "alertmanager"] * (node == monitor)
+        )
         assert names == expected and all(argv[:2] == ["run", "--detach"] for argv in argvs)
         for argv in argvs:
             assert argv[argv.index("--network") + 1] == "host" and argv[argv.index("--restart") + 1] == "unless-stopped"
@@ -284,7 +298,12 @@ def test_ray_start_uses_only_flags_of_ray_2_60_and_parses_back(docker_argvs, pro
         assert params["block"] and params["head"] == placed.node.head
         assert params["node_ip_address"] == str(placed.node.ip) and params["node_name"] == placed.node.name
         assert params["num_cpus"] == placed.tier.vcpu and params["object_store_memory"] == settings.object_store_bytes
-        assert params["labels"] == f"tier={placed.tier_name}"
+        from ray._private.label_utils import parse_node_labels_string
+
+        role = "head" if placed.node.head else "worker"
+        assert parse_node_labels_string(params["labels"]) == {"tier": placed.tier_name, "role": role}
+        # The head's password: the shell expands it from the secret environment when the container starts.
+        assert params["redis_password"] == ("$RAY_REDIS_PASSWORD" if placed.node.head else "")
         assert json.loads(params["resources"]) == {f"tier:{placed.tier_name}": placed.tier.vcpu}
         assert params["address"] == (None if placed.node.head else f"{prod_config.head.node.ip}:{settings.ports.gcs}")
 
@@ -390,6 +409,7 @@ def engine_view(name: str, body: dict) -> dict:
         "stop_timeout": body.get("StopTimeout"),
         "labels": body["Labels"] or {},
         "log": (host["LogConfig"]["Type"] or None, host["LogConfig"]["Config"] or {}),
+        "user": body.get("User") or "",
     }
 
 
@@ -397,6 +417,7 @@ def engine_view(name: str, body: dict) -> dict:
 COMPARED_INPUTS = {
     "name", "image", "command", "envs", "networkMode", "pidMode", "privileged", "volumes", "mounts",
     "devices", "restart", "healthcheck", "shmSize", "stopTimeout", "labels", "logDriver", "logOpts",
+    "user",
     "destroyGraceSeconds",  # Pulumi's own wait when deleting; equals stopTimeout, checked below
 }
 
@@ -434,11 +455,15 @@ def pulumi_view(container, image_name: str) -> dict:
         # The head container's id exists only at deploy time (the engine orders replacements by it).
         "labels": {label["label"]: label["value"] for label in i.get("labels") or [] if label["label"] != HEAD_CONTAINER_LABEL},
         "log": (i.get("logDriver"), i.get("logOpts") or {}),
+        "user": i.get("user", ""),
     }
 
 
 def test_docker_creates_exactly_the_containers_pulumi_declares(rendered, prod_config, fake_engine, tmp_path):
-    assert SECRETS == {"RAY_AUTH_TOKEN": TEST_SECRETS["rayToken"], "GF_SECURITY_ADMIN_PASSWORD": TEST_SECRETS["grafanaAdminPassword"]}
+    assert SECRETS == {
+        "RAY_AUTH_TOKEN": TEST_SECRETS["rayToken"], "GF_SECURITY_ADMIN_PASSWORD": TEST_SECRETS["grafanaAdminPassword"],
+        "RAY_REDIS_PASSWORD": REDIS_PASSWORD, "REDISCLI_AUTH": REDIS_PASSWORD,
+    }
     docker_dir = Path(shutil.which("docker")).parent
     rendered_views = {}
     for placed in prod_config.placed_nodes:

@@ -17,8 +17,10 @@ from components.model.errors import Problem
 from components.model.versions import pinned_ray_client
 
 if TYPE_CHECKING:
-    from components.model.config import Monitoring, Network, Node, Ray, Tier, Vsphere, WindowSchedule
+    from components.model.config import Alerting, Monitoring, Network, Node, Ray, Redis, Tier, Vsphere, WindowSchedule
 
+# Alertmanager's receiver for routes without one (components/render/alerting_config.py).
+NOBODY_RECEIVER = "nobody"
 # The cluster network bounds who may reach the Ray dashboard (the policy pack): a real subnet.
 MIN_CLUSTER_PREFIX = 8
 # The most addresses a set of source networks may cover together: a /8's worth. More is
@@ -70,6 +72,8 @@ def cross_checks(
     network: Optional[Network] = None,
     ray: Optional[Ray] = None,
     monitoring: Optional[Monitoring] = None,
+    redis: Optional[Redis] = None,
+    alerting: Optional[Alerting] = None,
     **_: Any,
 ) -> list[Problem]:
     """Every cross-key problem among the parts given (a part that did not validate is None)."""
@@ -81,8 +85,11 @@ def cross_checks(
             problems += _window_rules(f"tiers.{name}.schedule", tier.window)
     problems += _node_rules(tiers, network)
     problems += _head_rules(tiers, all_nodes_known)
-    if monitoring is not None and monitoring.host is not None:
-        problems += _monitoring_host_rules(monitoring.host, tiers, all_nodes_known)
+    for key, section, what in (("monitoring.host", monitoring, "monitoring"), ("redis.host", redis, "the GCS's state")):
+        if section is not None and section.host is not None:
+            problems += _always_on_host_rules(key, section.host, what, tiers, all_nodes_known)
+    if alerting is not None:
+        problems += _alerting_rules(alerting)
     if ray is not None:
         client = pinned_ray_client()
         if ray.version != client:
@@ -187,13 +194,34 @@ def _head_rules(tiers: dict[str, TierView], all_nodes_known: bool) -> list[Probl
     return problems
 
 
-def _monitoring_host_rules(host: str, tiers: dict[str, TierView], all_nodes_known: bool) -> list[Problem]:
+def _always_on_host_rules(key: str, host: str, what: str, tiers: dict[str, TierView], all_nodes_known: bool) -> list[Problem]:
     tier = next((t for t in tiers.values() if any(n.name == host for n in t.nodes)), None)
     if tier is None:
-        return [Problem("monitoring.host", f"{host!r} is not a node of any tier")] if all_nodes_known else []
+        return [Problem(key, f"{host!r} is not a node of any tier")] if all_nodes_known else []
     if tier.can_hold_the_head is False:
-        return [Problem("monitoring.host", f"{host!r} must be in an always-on tier, or monitoring vanishes with its tier")]
+        return [Problem(key, f"{host!r} must be in an always-on tier, or {what} vanishes with its tier")]
     return []
+
+
+def _alerting_rules(alerting: Alerting) -> list[Problem]:
+    problems = []
+    seen: set[str] = set()
+    for receiver in alerting.receivers:
+        key = f"alerting.receivers[{receiver.name}]"  # named by name, as nodes are
+        if receiver.name in seen:
+            problems.append(Problem(f"{key}.name", f"duplicate receiver name {receiver.name!r}"))
+        if receiver.name == NOBODY_RECEIVER:
+            problems.append(Problem(f"{key}.name", f"{NOBODY_RECEIVER!r} is reserved: alerts without a receiver go there"))
+        seen.add(receiver.name)
+        if receiver.name == NOBODY_RECEIVER:
+            problems.append(Problem(f"{key}.name", f"{NOBODY_RECEIVER!r} is reserved: alerts without a receiver go there"))
+        if not (receiver.email or receiver.webhook or receiver.slack):
+            problems.append(Problem(key, f"receiver {receiver.name!r} needs one of email, webhook, slack"))
+    for route in ("critical", "warning", "watchdog"):
+        name = getattr(alerting, route)
+        if name is not None and name not in seen:
+            problems.append(Problem(f"alerting.{route}", f"{name!r} is not the name of one of alerting.receivers"))
+    return problems
 
 
 @functools.lru_cache(maxsize=None)

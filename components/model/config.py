@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, fiel
 
 from components.model import fields as f
 from components.model.fields import ConfigModel
+from components.model.alerting import Alerting
 from components.model.checks import TierView, cross_checks
 from components.model.errors import NAMESPACE, ConfigError, Problem  # noqa: F401  (re-exported)
 from components.model.extras import ExtraPort, RayEnv, RayStartArgs
@@ -206,8 +207,13 @@ class Images(ConfigModel):
     node_exporter: str = "prom/node-exporter:v1.9.1"
     cadvisor: str = "gcr.io/cadvisor/cadvisor:v0.52.1"
     registry: str = "registry:3.0.0"  # the LAN image mirror (components/render/image_mirror.py)
+    alertmanager: str = "prom/alertmanager:v0.25.0"  # the version amtool checks the rendered config with
 
     _pinned = field_validator("*")(classmethod(lambda cls, v: _pinned_image(v)))
+
+
+class RemoteWrite(ConfigModel):
+    url: str = Field(pattern=r"^https?://\S+$")
 
 
 class Monitoring(ConfigModel):
@@ -216,6 +222,18 @@ class Monitoring(ConfigModel):
     images: Images = Images()
     # Off: every Grafana page needs a login (README "Grafana": what the Ray dashboard shows then).
     grafana_anonymous_viewing: bool = False
+    remote_write: Optional[RemoteWrite] = None
+
+
+class Redis(ConfigModel):
+    """The Redis behind GCS fault tolerance (see README "When the head fails")."""
+
+    host: Optional[f.Hostname] = None  # default: the head's VM
+    image: str = "redis:7.0.15"  # the version Debian's redis-server, used by the tests, has
+    # Workers and long-lived drivers wait this long for a restarting head before they exit.
+    head_outage_minutes: int = Field(default=10, gt=0)
+
+    _pinned = field_validator("image")(classmethod(lambda cls, v: require_pinned(v)))
 
 
 class Registry(ConfigModel):
@@ -256,6 +274,8 @@ class ClusterConfig(ConfigModel):
     ray: Ray
     tiers: dict[str, Tier] = Field(min_length=1)
     monitoring: Monitoring = Monitoring()
+    redis: Redis = Redis()
+    alerting: Alerting = Alerting()
     registry: Optional[Registry] = None
     proxy: Optional[Proxy] = None
     at: Optional[dt.datetime] = None
@@ -268,7 +288,7 @@ class ClusterConfig(ConfigModel):
     def model_copy(self, *, update: Optional[Mapping[str, Any]] = None, deep: bool = False) -> ClusterConfig:
         """A copy; what was cached from this model's nodes is not carried over."""
         copied = super().model_copy(update=update, deep=deep)
-        for name in ("placed_nodes", "_by_name", "head", "monitoring_host"):
+        for name in ("placed_nodes", "_by_name", "head", "monitoring_host", "redis_host"):
             copied.__dict__.pop(name, None)
         return copied
 
@@ -291,7 +311,16 @@ class ClusterConfig(ConfigModel):
 
     @functools.cached_property
     def monitoring_host(self) -> PlacedNode:
-        return self._by_name[self.monitoring.host or self.head.node.name]
+        """monitoring.host, or the first always-on node that is not the head (the head if alone):
+        monitoring must outlive the head to say that it is down."""
+        if self.monitoring.host:
+            return self._by_name[self.monitoring.host]
+        standby = [p for p in self.placed_nodes if p.tier.always_on and p.tier.override != "off" and not p.node.head]
+        return (standby or [self.head])[0]
+
+    @functools.cached_property
+    def redis_host(self) -> PlacedNode:
+        return self._by_name[self.redis.host] if self.redis.host else self.head
 
     def instant(self) -> dt.datetime:
         """The pinned `at`, or now: the instant the desired state is computed for."""

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from components.model.checks import source_set_problem
 from components.model.fields import ConfigModel, Port, ipv4_network, refuse_booleans
-from components.model.ports import MONITORING, RAY, SSH
+from components.model.ports import MONITORING, RAY, REDIS, SSH
 
 # The `ray start` flags components/render/ray_start.py sets (tests/test_config.py checks the
 # rendered argv against this list): an extra flag may not set them again.
@@ -31,13 +31,14 @@ PINNED_RAY_ENV = frozenset({
     "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "AUTOSCALER_METRIC_PORT",
     "DASHBOARD_METRIC_PORT", "RAY_GRAFANA_HOST", "RAY_PROMETHEUS_HOST", "RAY_PROMETHEUS_NAME",
     "RAY_GRAFANA_IFRAME_HOST", "RAY_REDIS_ADDRESS", "RAY_ADDRESS", "RAY_external_storage_namespace",
+    "RAY_REDIS_PASSWORD", "RAY_gcs_rpc_server_reconnect_timeout_s",
 })
 _PINNED_ENV_PATTERN = re.compile(r"(RAY_AUTH.*|.*_PORT|.*_ADDRESS|.*_HOST)", re.IGNORECASE)
 
 
 def _reserved_ports() -> dict[int, str]:
     """Every port the firewall already opens, with whose it is."""
-    reserved = {SSH: "SSH"}
+    reserved = {SSH: "SSH", REDIS: "the GCS's Redis port"}
     for name, port in vars(RAY).items():
         if name not in ("min_worker", "max_worker"):
             reserved[port] = f"Ray's {name.replace('_', ' ')} port"

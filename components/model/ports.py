@@ -14,6 +14,9 @@ import dataclasses
 from dataclasses import dataclass
 
 SSH = 22
+# The Redis that keeps the GCS's state (GCS fault tolerance), on redis.host; open to the head only.
+# Not 6379: that is the GCS's own port on the head, and Redis may run there.
+REDIS = 6390
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class MonitoringPorts:
     cadvisor: int = 8081  # the seeds' cAdvisor port
     image_mirror: int = 5000  # the LAN registry the nodes pull from (render/image_mirror.py)
     log_archive: int = 514  # syslog over TCP: every node's logs to the monitoring host (render/log_shipping.py)
+    alertmanager: int = 9093
 
 
 RAY = RayPorts()

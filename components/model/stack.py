@@ -23,7 +23,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 # scripts/ops/scheduling.py program_environment): it wins over `ray-cluster:at`.
 AT_ENVIRONMENT = "RAY_CLUSTER_AT"
 # Keys that must only ever be set with `pulumi config set --secret`.
-SECRET_KEYS = ("sshPrivateKey", "rayToken", "grafanaAdminPassword", "registryPassword")
+SECRET_KEYS = ("sshPrivateKey", "rayToken", "grafanaAdminPassword", "registryPassword", "alertingSecrets")
 # The vSphere provider's own settings (pulumi_vsphere/config/vars.py; tests/test_config.py compares).
 VSPHERE_PROVIDER_KEYS = (
     "allowUnverifiedSsl", "apiTimeout", "clientDebug", "clientDebugPath", "clientDebugPathRun", "password",

@@ -14,12 +14,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
+from components.render import alerting_config as ac
 from components.render import monitoring_config as mc
-from components.render import ray_start
-from components.render import image_mirror
+from components.render import image_mirror, ray_start, redis_store
 from components.render.image_mirror import image_reference, on_mirror
 from components.model.config import ClusterConfig, PlacedNode
-from components.model.ports import MONITORING
+from components.model.ports import MONITORING, REDIS
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class ContainerSpec:
     volumes: dict[str, str] = field(default_factory=dict)  # named volume -> container path
     devices: tuple[str, ...] = ()
     pid_host: bool = False
+    user: Optional[str] = None  # uid:gid, when not the image's
     privileged: bool = False
     shm_size_mb: Optional[int] = None
     stop_timeout: Optional[int] = None
@@ -97,7 +98,7 @@ def ray_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
         command=("sh", "-c", ray_start.entrypoint_script(settings)),
         health=HealthCheck(tuple(ray_start.health_check_command(settings)), "15s", "5s", 4, "60s"),
         env=env,
-        secret_env=("RAY_AUTH_TOKEN",),
+        secret_env=("RAY_AUTH_TOKEN",) + ((ray_start.REDIS_PASSWORD_ENV,) if settings.gcs_store else ()),
         binds=(Bind(ray_start.HOST_DATA_DIR, ray_start.CONTAINER_DATA_DIR, read_only=False),),
         shm_size_mb=settings.shm_bytes // 2**20,
         stop_timeout=ray_start.stop_grace_seconds(cfg, placed),
@@ -193,9 +194,42 @@ def image_mirror_container(cfg: ClusterConfig) -> ContainerSpec:
     )
 
 
+def redis_container(cfg: ClusterConfig) -> ContainerSpec:
+    """The GCS's Redis on redis.host: on the node's address (for the head) and loopback (for its health check)."""
+    conf = redis_store.redis_conf([str(cfg.redis_host.node.ip), "127.0.0.1"], REDIS)
+    return ContainerSpec(
+        name=redis_store.CONTAINER_NAME,
+        image=cfg.image(cfg.redis.image),
+        command=("sh", "-c", redis_store.entrypoint_script(conf)),
+        health=HealthCheck(tuple(redis_store.health_check_command(REDIS)), "10s", "5s", 3, "10s"),
+        secret_env=(redis_store.PASSWORD_ENV,),
+        volumes={redis_store.VOLUME_NAME: redis_store.DATA_DIR},
+        user=redis_store.IMAGE_USER,
+    )
+
+
+def alertmanager_container(cfg: ClusterConfig) -> ContainerSpec:
+    return ContainerSpec(
+        name="alertmanager",
+        image=cfg.image(cfg.monitoring.images.alertmanager),
+        command=(
+            f"--config.file={ac.ALERTMANAGER_CONFIG.container}/{ac.ALERTMANAGER_YML}",
+            f"--storage.path={ac.ALERTMANAGER_DATA}",
+            f"--web.listen-address=:{MONITORING.alertmanager}",
+            f"--web.external-url={ac.alertmanager_url(cfg)}",
+            "--cluster.listen-address=",  # one Alertmanager: no gossip port to open
+        ),
+        health=http_probe(f"http://127.0.0.1:{MONITORING.alertmanager}/-/healthy"),
+        binds=(Bind(*ac.ALERTMANAGER_CONFIG),),
+        volumes={ac.ALERTMANAGER_VOLUME: ac.ALERTMANAGER_DATA},
+    )
+
+
 def node_containers(cfg: ClusterConfig, placed: PlacedNode) -> list[ContainerSpec]:
     """Every container `placed` runs, in the order Pulumi creates them."""
     containers = [ray_container(cfg, placed), node_exporter_container(cfg, placed), cadvisor_container(cfg)]
+    if placed.node.name == cfg.redis_host.node.name:
+        containers.insert(0, redis_container(cfg))  # before the head, which needs it to start
     if placed.node.name == cfg.monitoring_host.node.name:
-        containers = [image_mirror_container(cfg), *containers, prometheus_container(cfg), grafana_container(cfg)]
+        containers = [image_mirror_container(cfg), *containers, prometheus_container(cfg), grafana_container(cfg), alertmanager_container(cfg)]
     return containers

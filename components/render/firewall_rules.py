@@ -10,6 +10,8 @@ hosts of the cluster network, its DNS servers for one, reach none of them);
 metrics and exporters from the monitoring host only; the head's dashboard and
 client from the admin networks and the nodes; Grafana/Prometheus from the
 admin networks (and from the head, whose dashboard queries both server-side);
+Alertmanager from the admin networks; the GCS's Redis from the head only; the image
+mirror and the log archive (monitoring host) from the nodes;
 a tier's `extraPorts` from the sources its config names. Everything else is
 dropped; nothing is ever open to the world.
 """
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from components.model.config import ClusterConfig, PlacedNode
-from components.model.ports import MONITORING, RAY, SSH
+from components.model.ports import MONITORING, RAY, REDIS, SSH
 from components.render.remote_files import write_files_script
 
 PortOrRange = Union[int, tuple[int, int]]
@@ -113,8 +115,11 @@ def firewall_rules(cfg: ClusterConfig, placed: PlacedNode) -> list[UfwRule]:
         # The head's dashboard checks Grafana's health and queries Prometheus itself.
         ui_sources = admins if is_head else admins + [_host(cfg.head)]
         rules += _allow("grafana and prometheus", ui_sources, MONITORING.grafana, MONITORING.prometheus)
+        rules += _allow("alertmanager", admins, MONITORING.alertmanager)  # Prometheus reaches it on loopback
         # The image mirror and the log archive serve the cluster's nodes only.
         rules += _allow("image mirror and log archive", nodes, MONITORING.image_mirror, MONITORING.log_archive)
+    if name == cfg.redis_host.node.name:
+        rules += _allow("gcs store", [_host(cfg.head)], REDIS)  # what the GCS keeps is nobody else's business
     rules += _extra_port_rules(placed, admins, [str(cfg.network.cidr)])
     return list(dict.fromkeys(rules))  # an admin network may also be the cluster network
 

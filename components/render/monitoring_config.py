@@ -124,10 +124,15 @@ def _target_file(job: ScrapeJob) -> str:
     return f"{TARGETS_DIR}/{job.name}.json"
 
 
-def prometheus_yml() -> str:
-    """prometheus.yml; every path in it is relative to its own directory (PROMETHEUS_CONFIG)."""
+def prometheus_yml(remote_write_url: Optional[str] = None) -> str:
+    """prometheus.yml; every path in it is relative to its own directory (PROMETHEUS_CONFIG).
+
+    Alerts go to the Alertmanager beside Prometheus (host network, so loopback);
+    `remote_write_url` (monitoring.remoteWrite) also ships every sample elsewhere.
+    """
     config = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{MONITORING.alertmanager}"]}]}]},
         "rule_files": [f"{RULES_DIR}/*.yml"],
         "scrape_configs": [
             {
@@ -138,6 +143,8 @@ def prometheus_yml() -> str:
             for job in SCRAPE_JOBS
         ],
     }
+    if remote_write_url:
+        config["remote_write"] = [{"url": remote_write_url}]
     header = "# Rendered by components/monitoring_config.py. Targets: targets/*.json (re-read on change).\n"
     return header + yaml.safe_dump(config, sort_keys=False)
 
@@ -178,7 +185,7 @@ def config_files(cfg: ClusterConfig) -> dict[str, str]:
     Not the dashboards (dashboard_files): about 2 MB, copied by a resource of their own.
     """
     return {
-        **_on_host(PROMETHEUS_CONFIG, {PROMETHEUS_YML: prometheus_yml(), **rule_files()}),
+        **_on_host(PROMETHEUS_CONFIG, {PROMETHEUS_YML: prometheus_yml(remote_write_url(cfg)), **rule_files()}),
         **_on_host(GRAFANA_PROVISIONING, grafana_provisioning(cfg)),
     }
 
@@ -251,6 +258,10 @@ def expected_nodes_metrics(cfg: ClusterConfig, at: dt.datetime) -> str:
             for i, interval in enumerate(tier_intervals)
         ]
     return "\n".join(lines) + "\n"
+
+
+def remote_write_url(cfg: ClusterConfig) -> Optional[str]:
+    return cfg.monitoring.remote_write.url if cfg.monitoring.remote_write else None
 
 
 def _url(cfg: ClusterConfig, port: int) -> str:

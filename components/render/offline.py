@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 from components.render import cloud_init, drain
+from components.render import alerting_config as ac
 from components.render import monitoring_config as mc
 from components.render.containers import RESTART, ContainerSpec, node_containers
 from components.model.config import ClusterConfig, PlacedNode, Tier
@@ -42,7 +43,12 @@ PLACEHOLDER_NOTE = (
     "# OFFLINE RENDER: ssh_keys below hold a PLACEHOLDER; Pulumi generates the real host key at deploy time.\n"
 )
 # Secrets containers.sh takes from the environment, and the stack output holding each.
-SECRET_ENV_OUTPUTS = {"RAY_AUTH_TOKEN": "rayToken", "GF_SECURITY_ADMIN_PASSWORD": "grafanaAdminPassword"}
+SECRET_ENV_OUTPUTS = {
+    "RAY_AUTH_TOKEN": "rayToken",
+    "GF_SECURITY_ADMIN_PASSWORD": "grafanaAdminPassword",
+    "RAY_REDIS_PASSWORD": "redisPassword",
+    "REDISCLI_AUTH": "redisPassword",
+}
 SUMMARY_JSON = "summary.json"
 EXECUTABLE = ".sh"
 HEREDOC_END = "END_OF_HEALTH_CMD"
@@ -53,6 +59,7 @@ def docker_run(spec: ContainerSpec) -> str:
     q = shlex.quote
     options = [f"--name {q(spec.name)}", "--network host", f"--restart {RESTART}"]
     options += ["--pid host"] * spec.pid_host + ["--privileged"] * spec.privileged
+    options += [f"--user {q(spec.user)}"] if spec.user else []
     options += [f"--env {q(f'{name}={value}')}" for name, value in sorted(spec.env.items())]
     options += [f'--env "{name}=${name}"' for name in spec.secret_env]
     for bind in spec.binds:
@@ -154,8 +161,10 @@ def node_files(cfg: ClusterConfig, placed: PlacedNode, live: bool, at: dt.dateti
 
 
 def monitoring_host_files(cfg: ClusterConfig, at: dt.datetime) -> dict[str, str]:
-    """Every file MonitoringStack writes on the monitoring host, by host path."""
-    return {**mc.config_files(cfg), **mc.dashboard_files(), **mc.schedule_files(cfg, at)}
+    """Every file MonitoringStack writes on the monitoring host, by host path (receiver secrets as placeholders)."""
+    placeholders = {r.name: f"https://PLACEHOLDER.invalid/alertingSecrets/{r.name}" for r in cfg.alerting.receivers}
+    alertmanager = {f"{ac.ALERTMANAGER_CONFIG.host}/{ac.ALERTMANAGER_YML}": ac.alertmanager_yml(cfg, placeholders)}
+    return {**mc.config_files(cfg), **mc.dashboard_files(), **mc.schedule_files(cfg, at), **alertmanager}
 
 
 # ---- Summary ----

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 
 from components.model.config import ClusterConfig, PlacedNode
-from components.model.ports import RAY, RayPorts
+from components.model.ports import RAY, REDIS, RayPorts
 
 CONTAINER_NAME = "ray-node"
 HOST_DATA_DIR = "/var/lib/ray-cluster"
@@ -33,6 +33,20 @@ GIB = 2**30
 SHM_SLACK_BYTES = 1 * GIB
 # After the drain wait, `ray start --block` still stops its processes gracefully.
 STOP_MARGIN_SECONDS = 60
+# Ray's own name for it (its client server reads it); the head's container gets it as a secret.
+REDIS_PASSWORD_ENV = "RAY_REDIS_PASSWORD"
+
+
+@dataclass(frozen=True)
+class GcsStore:
+    """Where the head's GCS keeps its state, so a restarted head resumes the same cluster."""
+
+    address: str  # host:port of the Redis
+    namespace: str  # the same on every restart: the key prefix of this cluster's state
+
+
+def gcs_store(cfg: ClusterConfig) -> GcsStore:
+    return GcsStore(f"{cfg.redis_host.node.ip}:{REDIS}", f"ray-cluster-{cfg.head.node.name}")
 
 
 @dataclass(frozen=True)
@@ -50,9 +64,11 @@ class RayNodeSettings:
     temp_dir: str
     spill_dir: str
     shutdown_drain_seconds: int  # how long a SIGTERM'd node drains before stopping
+    head_outage_seconds: int  # how long the node's raylet (and its drivers) wait for a restarting GCS
     # The tier's own additions (`rayStartArgs`, `rayEnv`), validated never to touch what is pinned.
     extra_args: tuple[str, ...] = ()
     extra_env: tuple[tuple[str, str], ...] = ()
+    gcs_store: GcsStore | None = None  # the head's Redis; None: a head restart ends the cluster
 
     @property
     def gcs_address(self) -> str:
@@ -82,8 +98,10 @@ def node_settings(cfg: ClusterConfig, placed: PlacedNode) -> RayNodeSettings:
         temp_dir=TEMP_DIR,
         spill_dir=SPILL_DIR,
         shutdown_drain_seconds=int(longest_drain(cfg, placed).total_seconds()),
+        head_outage_seconds=cfg.redis.head_outage_minutes * 60,
         extra_args=tuple(tier.ray_start_args),
         extra_env=tuple(sorted(tier.ray_env.items())),
+        gcs_store=gcs_store(cfg) if placed.node.head else None,
     )
 
 
@@ -127,7 +145,8 @@ def ray_start_args(s: RayNodeSettings) -> list[str]:
         f"--temp-dir={s.temp_dir}",
         f"--object-spilling-directory={s.spill_dir}",
         # Labels are Ray's way to pick a tier; the custom resource is what the users' code uses.
-        f"--labels=tier={s.tier_name}",
+        # The role lets a job's driver avoid the head (README: jobs that outlive the head).
+        f"--labels=tier={s.tier_name},role={'head' if s.is_head else 'worker'}",
         f"--resources={json.dumps({f'tier:{s.tier_name}': s.num_cpus})}",
         "--disable-usage-stats",
         *s.extra_args,
@@ -141,7 +160,12 @@ def ray_env(s: RayNodeSettings) -> dict[str, str]:
         "RAY_AUTH_MODE": "token",
         # On SIGTERM, `ray start --block` drains its node for up to this long, then stops.
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": str(s.shutdown_drain_seconds),
+        # While the head restarts, raylets and the drivers they start wait this long instead of exiting.
+        "RAY_gcs_rpc_server_reconnect_timeout_s": str(s.head_outage_seconds),
     }
+    if s.gcs_store:
+        env["RAY_REDIS_ADDRESS"] = s.gcs_store.address
+        env["RAY_external_storage_namespace"] = s.gcs_store.namespace
     if s.is_head:
         # The head's two metrics servers have no flag, only these variables.
         env["AUTOSCALER_METRIC_PORT"] = str(s.ports.autoscaler_metrics)
@@ -171,8 +195,15 @@ exit 1
 
 
 def entrypoint_script(s: RayNodeSettings) -> str:
-    """The container's command, for `sh -c`."""
-    return f"{shlex.join(ray_start_args(s))} --block &\n{_SUPERVISE}"
+    """The container's command, for `sh -c`.
+
+    `ray start` takes the Redis password only as a flag (a hidden click option, no
+    environment variable) and hands it on to the GCS's command line: it comes from
+    the container's secret environment at run time, never from the container's
+    declared command.
+    """
+    password = f' --redis-password="${REDIS_PASSWORD_ENV}"' if s.gcs_store else ""
+    return f"{shlex.join(ray_start_args(s))}{password} --block &\n{_SUPERVISE}"
 
 
 def health_urls(s: RayNodeSettings) -> list[str]:

@@ -13,8 +13,9 @@ import pulumi_vsphere as vsphere
 
 from components.model import ports
 from components.model.config import ClusterConfig, PlacedNode
-from components.render import cloud_init, containers, drain, firewall_rules, monitoring_config
+from components.render import alerting_config, cloud_init, containers, drain, firewall_rules, monitoring_config
 from components.resources.firewall import Firewall, FirewallArgs
+from components.resources.gcs_store import GcsStore, GcsStoreArgs
 from components.resources.monitoring import MonitoringArgs, MonitoringStack, NodeExporters, NodeExportersArgs
 from components.resources.node import OnNode
 from components.resources.image_mirror import ImageMirror, trust_mirror_command
@@ -57,6 +58,8 @@ class RayCluster(pulumi.ComponentResource):
             f"{name}-ray-token", length=48, special=False, opts=renamed(child, "ray-token")
         ).result
         ssh = SshAccess(cfg.ssh.user, secrets.ssh_private_key)
+        redis_password: pulumi.Output = random.RandomPassword(f"{name}-redis-password", length=48, special=False, opts=child).result
+        always_on_vms = []
         # No VM before the SSH key pair is checked (stack_config.matching_private_key): with a
         # mismatched pair the update fails with no VM cloned, rather than with VMs nobody can reach.
         vm_opts = pulumi.ResourceOptions(parent=self, depends_on=secrets.ssh_private_key.apply(lambda _: []))
@@ -77,6 +80,8 @@ class RayCluster(pulumi.ComponentResource):
             node_name, ip = placed.node.name, str(placed.node.ip)
             vm = RayVm(vm_args(cfg, placed, tier_tags[placed.tier_name].id), placement, opts=vm_opts)
             host_keys[node_name] = vm.host_public_key
+            if placed.tier.always_on:
+                always_on_vms.append(vm.vm)
             connection = ssh.connection(ip, vm.host_public_key)
             authorized_keys_command(node_name, cloud_init.authorized_keys(cfg), connection, vm.vm, parent=vm)
             script = firewall_rules.ufw_script(firewall_rules.firewall_rules(cfg, placed))
@@ -104,14 +109,31 @@ class RayCluster(pulumi.ComponentResource):
             node_name = placed.node.name
             on = dataclasses.replace(hosts[node_name], images_ready=(*hosts[node_name].images_ready, mirror.filled))
             ship_logs_command(node_name, cfg, on.connection, on.vm, on.firewall_ready, parent=self)
+            store = None
+            if node_name == cfg.redis_host.node.name:
+                store = GcsStore(GcsStoreArgs(on, containers.redis_container(cfg), redis_password), opts=child)
             if not placed.node.maintenance:
-                node = RayNode(ray_node_args(cfg, placed, on, ray_token, host_keys[node_name], head), opts=child)
+                node_args = ray_node_args(cfg, placed, on, ray_token, host_keys[node_name], head)
+                if placed.node.head:
+                    node_args = dataclasses.replace(
+                        node_args, redis_password=redis_password, gcs_store=store.container if store else None
+                    )
+                node = RayNode(node_args, opts=child)
                 head = head or node
                 self.nodes[node_name] = node
             exporters = (containers.node_exporter_container(cfg, placed), containers.cadvisor_container(cfg))
             NodeExporters(NodeExportersArgs(on, exporters), opts=child)
             if node_name == cfg.monitoring_host.node.name:
-                self.monitoring = MonitoringStack(monitoring_args(cfg, at, on, secrets.grafana_admin_password), opts=child)
+                self.monitoring = MonitoringStack(monitoring_args(cfg, at, on, secrets), opts=child)
+        if placement.compute_cluster_id and len(always_on_vms) > 1:
+            # DRS keeps the always-on VMs on different ESXi hosts: one host failure takes one node.
+            vsphere.ComputeClusterVmAntiAffinityRule(
+                f"{name}-always-on-anti-affinity",
+                name=f"{name}-{pulumi.get_stack()}-always-on-apart",
+                compute_cluster_id=placement.compute_cluster_id,
+                virtual_machine_ids=[vm.id for vm in always_on_vms],
+                opts=child,
+            )
 
         head_ip = str(cfg.head.node.ip)
         self.outputs = {
@@ -132,6 +154,8 @@ class RayCluster(pulumi.ComponentResource):
             # Operators' tools (scheduler, monitor, smoke test) need these; they stay secret.
             "rayToken": pulumi.Output.secret(ray_token),
             "grafanaAdminPassword": pulumi.Output.secret(self.monitoring.grafana_admin_password),
+            "redisPassword": pulumi.Output.secret(redis_password),
+            "alertmanagerUrl": alerting_config.alertmanager_url(cfg),
         }
         self.register_outputs(self.outputs)
 
@@ -170,7 +194,7 @@ def ray_node_args(
     )
 
 
-def monitoring_args(cfg: ClusterConfig, at: dt.datetime, on: OnNode, grafana_admin_password: Optional[pulumi.Output]) -> MonitoringArgs:
+def monitoring_args(cfg: ClusterConfig, at: dt.datetime, on: OnNode, secrets: ClusterSecrets) -> MonitoringArgs:
     return MonitoringArgs(
         on=on,
         ssh_user=cfg.ssh.user,
@@ -178,9 +202,13 @@ def monitoring_args(cfg: ClusterConfig, at: dt.datetime, on: OnNode, grafana_adm
         schedule_files=monitoring_config.schedule_files(cfg, at),
         prometheus=containers.prometheus_container(cfg),
         grafana=containers.grafana_container(cfg),
-        grafana_admin_password=grafana_admin_password,
+        grafana_admin_password=secrets.grafana_admin_password,
         prometheus_url=monitoring_config.prometheus_url(cfg),
         grafana_url=monitoring_config.grafana_url(cfg),
+        alertmanager=containers.alertmanager_container(cfg),
+        alertmanager_yml=lambda receiver_secrets: alerting_config.alertmanager_yml(cfg, receiver_secrets),
+        alerting_secrets=secrets.alerting_secrets,
+        alertmanager_url=alerting_config.alertmanager_url(cfg),
     )
 
 

@@ -63,6 +63,7 @@ def docker_container(
         network_mode="host",  # publish nothing: -p ports bypass UFW
         pid_mode="host" if spec.pid_host else None,
         privileged=spec.privileged or None,
+        user=spec.user,
         command=list(spec.command) or None,
         envs=envs,
         mounts=mounts or None,

@@ -1,24 +1,30 @@
-"""Monitoring: node-exporter and cAdvisor on every node; Prometheus and Grafana
-on the monitoring host. All containers use host networking (published ports
+"""Monitoring: node-exporter and cAdvisor on every node; Prometheus, Grafana and
+Alertmanager on the monitoring host. All containers use host networking (published ports
 would bypass UFW) and are health-checked; the firewall decides who reaches them.
 
 Config files are written over SSH from the pure renderers in
 `monitoring_config`. The schedule-dependent ones (scrape targets, expected
 nodes) have their own command, so a tier change rewrites those files and
-reloads Prometheus without touching any container.
+reloads Prometheus without touching any container. Alertmanager's file holds
+the receivers' secrets: its command's input is a secret.
+
+Data volumes are kept when Pulumi deletes them (`retain_on_delete`): a
+replaced container or volume finds the same data under the same name. They
+live on the VM's disk, so a replaced VM starts empty (README: backup/restore).
 """
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Optional
+from typing import Callable, Mapping, Optional
 
 import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 from pulumi_command import remote
 
+from components.render import alerting_config as ac
 from components.render import containers
 from components.render import monitoring_config as mc
 from components.model.stack import PROJECT_DIR
@@ -27,6 +33,21 @@ from components.resources.node import OnNode
 from components.render.remote_files import write_files_script
 
 RELOAD_PROMETHEUS = "docker kill --signal HUP prometheus >/dev/null 2>&1 || true"
+ALERTMANAGER_FILE = f"{ac.ALERTMANAGER_CONFIG.host}/{ac.ALERTMANAGER_YML}"
+# Readable by the image's user only (group nobody), then Alertmanager re-reads it.
+SECURE_AND_RELOAD_ALERTMANAGER = (
+    f"chgrp {ac.IMAGE_GID} {ALERTMANAGER_FILE} && (docker kill --signal HUP alertmanager >/dev/null 2>&1 || true)"
+)
+
+
+def kept_volume(resource_name: str, name: str, opts: pulumi.ResourceOptions) -> docker.Volume:
+    """A named volume Pulumi never deletes: its data outlives any replacement on the same VM."""
+    # Fixed name: a replacement deletes (here: forgets) the old one first, and Docker hands the
+    # same-named volume, data included, to the new one ("If you specify a volume name already in
+    # use on the current driver, Docker assumes you want to re-use the existing volume": the
+    # `docker volume create` reference; moby/moby#47798 confirms it is meant to be idempotent).
+    kept = pulumi.ResourceOptions(delete_before_replace=True, retain_on_delete=True)
+    return docker.Volume(resource_name, name=name, opts=pulumi.ResourceOptions.merge(opts, kept))
 
 
 class _Pinned:
@@ -75,6 +96,10 @@ class MonitoringArgs:
     grafana_admin_password: Optional[pulumi.Output]  # None: generated
     prometheus_url: str
     grafana_url: str
+    alertmanager: containers.ContainerSpec
+    alertmanager_yml: Callable[[Mapping[str, str]], str]  # receiver secrets -> alertmanager.yml
+    alerting_secrets: Optional[pulumi.Output]  # receiver name -> URL or password
+    alertmanager_url: str
 
 
 class MonitoringStack(pulumi.ComponentResource):
@@ -86,25 +111,29 @@ class MonitoringStack(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         on_host = on_docker(self, on.docker_provider, on.vm)
         images = _Pinned(host, on_host)
-        # Volume names are fixed too: a replacement deletes the old volume first.
-        volume_opts = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(delete_before_replace=True))
 
-        def write(name: str, files: dict[str, str]) -> remote.Command:
+        def write(name: str, stdin: pulumi.Input[str]) -> remote.Command:
             return remote.Command(
                 f"{host}-{name}",
                 connection=on.connection,
                 create="sudo sh -s",
-                stdin=write_files_script(files, then=RELOAD_PROMETHEUS),
+                stdin=stdin,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[on.firewall_ready], deleted_with=on.vm),
             )
 
-        config_files = write("monitoring-config", args.config_files)
+        config_files = write("monitoring-config", write_files_script(args.config_files, then=RELOAD_PROMETHEUS))
         # Changes when a tier comes or goes: files only, Prometheus re-reads them.
-        self.targets = write("scrape-targets", args.schedule_files)
+        self.targets = write("scrape-targets", write_files_script(args.schedule_files, then=RELOAD_PROMETHEUS))
+        def alertmanager_script(receiver_secrets: Mapping[str, str]) -> str:
+            files = {ALERTMANAGER_FILE: args.alertmanager_yml(receiver_secrets)}
+            return write_files_script(files, mode="0640", then=SECURE_AND_RELOAD_ALERTMANAGER)
+
+        receiver_secrets: pulumi.Input[Mapping[str, str]] = args.alerting_secrets if args.alerting_secrets is not None else {}
+        alertmanager_config = write("alertmanager-config", pulumi.Output.secret(receiver_secrets).apply(alertmanager_script))
         self.dashboards = self._dashboards(on, args.ssh_user)
 
         after_config = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[config_files]))
-        prometheus_data = docker.Volume(f"{host}-prometheus-data", name="prometheus-data", opts=volume_opts)
+        prometheus_data = kept_volume(f"{host}-prometheus-data", "prometheus-data", on_host)
         self.prometheus = images.container(
             args.prometheus, after_config, volume_names={"prometheus-data": prometheus_data.name}
         )
@@ -114,7 +143,7 @@ class MonitoringStack(pulumi.ComponentResource):
             # Prefixed like every child; the alias keeps an existing stack's password.
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(aliases=[pulumi.Alias(name="grafana-admin-password")])),
         ).result
-        grafana_data = docker.Volume(f"{host}-grafana-data", name="grafana-data", opts=volume_opts)
+        grafana_data = kept_volume(f"{host}-grafana-data", "grafana-data", on_host)
         self.grafana = images.container(
             args.grafana,
             pulumi.ResourceOptions.merge(after_config, pulumi.ResourceOptions(depends_on=[self.dashboards])),
@@ -132,7 +161,15 @@ class MonitoringStack(pulumi.ComponentResource):
             triggers=pulumi.Output.secret([self.grafana_admin_password, self.grafana.id]),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.grafana], deleted_with=on.vm),
         )
-        self.register_outputs({"prometheusUrl": args.prometheus_url, "grafanaUrl": args.grafana_url})
+        alertmanager_data = kept_volume(f"{host}-{ac.ALERTMANAGER_VOLUME}", ac.ALERTMANAGER_VOLUME, on_host)
+        self.alertmanager = images.container(
+            args.alertmanager,
+            pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[alertmanager_config])),
+            volume_names={ac.ALERTMANAGER_VOLUME: alertmanager_data.name},
+        )
+        self.register_outputs(
+            {"prometheusUrl": args.prometheus_url, "grafanaUrl": args.grafana_url, "alertmanagerUrl": args.alertmanager_url}
+        )
 
     def _dashboards(self, on: OnNode, ssh_user: str) -> remote.CopyToRemote:
         """The Grafana dashboards (about 2 MB) copied as files over SFTP, not carried in a command's stdin.

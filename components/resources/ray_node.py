@@ -11,6 +11,7 @@ from pulumi_command import local, remote
 
 from components.render.containers import ContainerSpec
 from components.render.drain_over_ssh import drain_over_ssh
+from components.render.ray_start import REDIS_PASSWORD_ENV
 from components.resources.docker_container import docker_container, on_docker
 from components.resources.node import OnNode
 
@@ -36,6 +37,8 @@ class RayNodeArgs:
     ray_token: pulumi.Output
     head_container: Optional[docker.Container] = None  # None: this is the head
     drain: Optional[DrainArgs] = None  # workers only
+    redis_password: Optional[pulumi.Output] = None  # the head's: its GCS store's password
+    gcs_store: Optional[pulumi.Resource] = None  # the Redis container, when it shares the head's VM
 
 
 class RayNode(pulumi.ComponentResource):
@@ -54,9 +57,9 @@ class RayNode(pulumi.ComponentResource):
             f"{name}-ray",
             spec,
             self.image.image_id,
-            # Ray starts only once the firewall is in place.
-            pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[on.firewall_ready])),
-            secrets={"RAY_AUTH_TOKEN": args.ray_token},
+            # Ray starts only once the firewall is in place (and the head once its Redis runs, when both share the VM).
+            pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[on.firewall_ready, *filter(None, [args.gcs_store])])),
+            secrets={"RAY_AUTH_TOKEN": args.ray_token, **({REDIS_PASSWORD_ENV: args.redis_password} if args.redis_password else {})},
             # A worker's container takes the head container's id as an input (labels are ForceNew
             # in the Docker provider): when the head container is replaced, the engine deletes
             # every worker container first, each after its drain (calculateDependentReplacements,

@@ -22,6 +22,7 @@ class ClusterSecrets:
     ray_token: Optional[Any]
     grafana_admin_password: Optional[Any]
     registry_password: Optional[Any] = None  # with registry.username: the mirror's credentials
+    alerting_secrets: Optional[Any] = None  # receiver name -> webhook/Slack URL or SMTP password
 
 
 def _registry_username(raw: dict) -> Optional[str]:
@@ -51,6 +52,15 @@ def matching_private_key(private_key: pulumi.Output, public_key: str) -> pulumi.
     return pulumi.Output.all(private_key, derived).apply(checked)
 
 
+def _alerting_secret_problems(cfg: ClusterConfig, flat: dict) -> list[Problem]:
+    """Receivers whose URL or password `alertingSecrets` lacks (its names only are read here)."""
+    named = json.loads(flat.get(f"{NAMESPACE}:alertingSecrets") or "{}")
+    missing = [r.name for r in cfg.alerting.receivers if r.needs_secret and r.name not in named]
+    if not missing:
+        return []
+    return [Problem("alertingSecrets", f"set with --secret, a JSON object with a value for receiver(s) {missing}")]
+
+
 def read_pulumi_config() -> tuple[ClusterConfig, ClusterSecrets]:
     """The validated model and secrets of the stack the engine is running.
 
@@ -73,6 +83,7 @@ def read_pulumi_config() -> tuple[ClusterConfig, ClusterSecrets]:
         raw["at"] = os.environ[AT_ENVIRONMENT]
     try:
         cfg = load(raw)
+        problems += _alerting_secret_problems(cfg, flat)
     except ConfigError as error:
         problems += error.problems
     has_password = f"{NAMESPACE}:registryPassword" in flat
@@ -88,5 +99,6 @@ def read_pulumi_config() -> tuple[ClusterConfig, ClusterSecrets]:
         ray_token=config.get_secret("rayToken"),
         grafana_admin_password=config.get_secret("grafanaAdminPassword"),
         registry_password=config.get_secret("registryPassword"),
+        alerting_secrets=config.get_secret_object("alertingSecrets"),
     )
     return cfg, secrets

@@ -34,22 +34,26 @@ class Placement:
     network_id: str
     template: vsphere.GetVirtualMachineResult
     folder: Optional[str]
+    compute_cluster_id: Optional[str]  # for DRS rules; None when VMs go to a bare resource pool
 
     @staticmethod
     def lookup(names: Vsphere) -> "Placement":
         datacenter = vsphere.get_datacenter(name=names.datacenter)
+        cluster = (
+            vsphere.get_compute_cluster(name=names.compute_cluster, datacenter_id=datacenter.id) if names.compute_cluster else None
+        )
         if names.resource_pool:
             pool_id = vsphere.get_resource_pool(name=names.resource_pool, datacenter_id=datacenter.id).id
         else:
-            pool_id = vsphere.get_compute_cluster(
-                name=names.compute_cluster, datacenter_id=datacenter.id
-            ).resource_pool_id
+            assert cluster is not None  # the config requires computeCluster or resourcePool
+            pool_id = cluster.resource_pool_id
         return Placement(
             resource_pool_id=pool_id,
             datastore_id=vsphere.get_datastore(name=names.datastore, datacenter_id=datacenter.id).id,
             network_id=vsphere.get_network(name=names.network, datacenter_id=datacenter.id).id,
             template=vsphere.get_virtual_machine(name=names.template, datacenter_id=datacenter.id),
             folder=names.folder,
+            compute_cluster_id=cluster.id if cluster else None,
         )
 
 

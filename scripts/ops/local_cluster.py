@@ -57,11 +57,14 @@ def localize(
     worker_ports: tuple[int, int],
     object_store_bytes: int = 100 * 2**20,
     shutdown_drain_seconds: int = 5,
+    redis_port: Optional[int] = None,
 ) -> list[RayNodeSettings]:
     """Rendered settings remapped to this machine; everything else as rendered.
 
     Node i's ports move by first_offset + i * offset_step and it gets its own
     slice of `worker_ports`; its temp and spill dirs go under root/<i>. The
+    head keeps its GCS state in a Redis at 127.0.0.1:`redis_port` if given (the
+    caller runs it), else in memory, as without GCS fault tolerance. The
     object store is small, and a short SIGTERM drain keeps stopping quick.
     """
     low, high = worker_ports
@@ -74,9 +77,11 @@ def localize(
     local = []
     for i, s in enumerate(rendered):
         node_dir = root / str(i)
+        store = dataclasses.replace(s.gcs_store, address=f"{LOOPBACK}:{redis_port}") if s.gcs_store and redis_port else None
         local.append(
             dataclasses.replace(
                 s,
+                gcs_store=store,
                 node_ip=LOOPBACK,
                 head_ip=LOOPBACK,
                 head_gcs_port=head_gcs_port,
@@ -94,7 +99,7 @@ def localize(
 @dataclasses.dataclass
 class LocalNode:
     settings: RayNodeSettings
-    process: subprocess.Popen  # the entrypoint's sh, leader of its own process group
+    process: subprocess.Popen  # the entrypoint's sh (or the unshare running it), leader of its own process group
     log_path: Path
 
 
@@ -108,9 +113,13 @@ class LocalCluster:
         join_timeout: float = 90,
         extra_env: Optional[Mapping[str, Mapping[str, str]]] = None,
         progress: Callable[[str], None] = lambda message: None,
+        own_pid_namespaces: bool = False,
     ):
         """`extra_env`: node name -> variables added to its environment (as RayNode's extra_env);
-        `progress` hears about joins that take a while."""
+        `progress` hears about joins that take a while; `own_pid_namespaces` runs each node in
+        its own PID namespace, as its container would: a node then sees no other node's
+        processes (`ray start --head` refuses to start while it sees a raylet of its GCS address),
+        and its processes die with its entrypoint."""
         heads = [s for s in nodes if s.is_head]
         if len(heads) != 1 or not nodes[0].is_head:
             raise ValueError("the first node, and only it, must be the head")
@@ -120,6 +129,7 @@ class LocalCluster:
         self.join_timeout = join_timeout
         self.progress = progress
         self.extra_env = dict(extra_env or {})
+        self.launcher = ["unshare", "--pid", "--fork", "--mount-proc"] if own_pid_namespaces else []
         self.nodes: dict[str, LocalNode] = {}
 
     @property
@@ -159,7 +169,7 @@ class LocalCluster:
         env = {**os.environ, **ray_start.ray_env(s), **self.extra_env.get(s.node_name, {}), **self.client_env()}
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                ["sh", "-c", ray_start.entrypoint_script(s)],
+                [*self.launcher, "sh", "-c", ray_start.entrypoint_script(s)],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -138,6 +138,11 @@ def image_id(reference: str) -> str:
     return f"sha256:{hashlib.sha256(reference.encode()).hexdigest()}"
 
 
+def generated_password(resource_name: str) -> str:
+    """What the fake random provider generates for the RandomPassword of that name."""
+    return f"generated-{hashlib.sha256(resource_name.encode()).hexdigest()[:32]}"
+
+
 class ClusterMocks(pulumi.runtime.Mocks):
     """Fake providers: echo inputs, add the computed outputs the program reads."""
 
@@ -150,7 +155,7 @@ class ClusterMocks(pulumi.runtime.Mocks):
         elif args.typ == "docker:index/remoteImage:RemoteImage":
             outputs["imageId"] = image_id(args.inputs["name"])
         elif args.typ == "random:index/randomPassword:RandomPassword":
-            outputs["result"] = f"generated-{digest[:32]}"
+            outputs["result"] = generated_password(args.name)
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):

@@ -259,6 +259,6 @@ def test_alertmanager_listens_where_prometheus_and_the_firewall_say(prod_config)
     spec = containers.alertmanager_container(prod_config)
     assert f"--web.listen-address=:{MONITORING.alertmanager}" in spec.command
     monitor = prod_config.monitoring_host
-    rules = [r for p in prod_config.placed_nodes for r in firewall_rules.firewall_rules(prod_config, p) if r.port == MONITORING.alertmanager]
+    rules = [r for p in prod_config.placed_nodes for r in firewall_rules.firewall_rules(prod_config, p) if MONITORING.alertmanager in r.opened]
     assert {r.source for r in rules} == {str(c) for c in prod_config.network.admin_cidrs}
     assert all(r in firewall_rules.firewall_rules(prod_config, monitor) for r in rules)

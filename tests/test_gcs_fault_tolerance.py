@@ -95,7 +95,7 @@ def test_redis_is_open_to_the_head_only():
     raw["redis"] = {"host": "ray-ao-3"}
     cfg = config.load(raw)
     for placed in cfg.placed_nodes:
-        redis_rules = [r for r in firewall_rules.firewall_rules(cfg, placed) if r.port == REDIS]
+        redis_rules = [r for r in firewall_rules.firewall_rules(cfg, placed) if REDIS in r.opened]
         expected = [str(cfg.head.node.ip)] if placed.node.name == "ray-ao-3" else []
         assert [r.source for r in redis_rules] == expected, placed.node.name
     assert ray_start.ray_env(ray_start.node_settings(cfg, cfg.head))["RAY_REDIS_ADDRESS"] == f"10.20.0.13:{REDIS}"

@@ -166,7 +166,10 @@ def test_every_node_pulls_its_images_from_the_filled_mirror_it_trusts(night, pro
             image = night.one(IMAGE, image_name)
             assert image.inputs["name"].startswith(mirror + "/"), image.inputs["name"]
             assert {trust.urn, copy.urn} <= set(image.dependencies), image_name
-    # The only images a node pulls from elsewhere: the monitoring host's own (by day, always-on).
+    # The only images pulled from elsewhere: the always-on services' own (the monitoring host's, the
+    # GCS store's on the head), pulled by day; no heavy-tier node pulls anything from outside.
     elsewhere = {i.name for i in night.of_type(IMAGE) if not i.inputs["name"].startswith(mirror + "/")}
     upstream = {f"{host}-{role}-upstream-image" for role in ("ray", "node-exporter", "cadvisor")}
-    assert elsewhere == {f"{host}-image-mirror-image", f"{host}-prometheus-image", f"{host}-grafana-image", *upstream}
+    own = {f"{host}-{service}-image" for service in ("image-mirror", "prometheus", "grafana", "alertmanager")}
+    assert elsewhere == own | upstream | {f"{prod_config.redis_host.node.name}-redis-image"}
+    assert not any(name.startswith("ray-hc-") for name in elsewhere)

@@ -82,7 +82,7 @@ def test_every_image_is_pulled_through_the_mirror_with_its_credentials(raw, tmp_
     images = run.of_type("docker:index/remoteImage:RemoteImage")
     # The monitoring host pulls through the data centre's mirror; every node pulls the program's LAN
     # mirror's copy of those (tests/test_image_mirror.py), never a public registry.
-    lan = "10.20.0.11:5000/"
+    lan = "10.20.0.12:5000/"  # the monitoring host: ray-ao-2, the first always-on node that is not the head
     assert images and all(i.inputs["name"].startswith(("harbor.dc1.example.internal/hub/", lan)) for i in images)
     assert {i.inputs["name"] for i in images if "/ray:" in i.inputs["name"]} == {
         "harbor.dc1.example.internal/hub/rayproject/ray:2.60.0-py311", lan + "rayproject/ray:2.60.0-py311"

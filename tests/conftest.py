@@ -59,5 +59,16 @@ def raw() -> dict:
 
 
 @pytest.fixture(scope="session")
+def night(tmp_path_factory):
+    """The prod program under mocks at a night instant, every tier live (read it, never change it:
+    every module that asks shares it; a module may define its own `night`)."""
+    from scripts.ops.program_mocks import run_program
+
+    raw = prod_raw()
+    raw["at"] = "2026-11-22T22:00:00+01:00"
+    return run_program(raw, tmp_path_factory.mktemp("night"))
+
+
+@pytest.fixture(scope="session")
 def prod_config() -> config.ClusterConfig:
     return config.load(prod_raw())

@@ -13,8 +13,7 @@ import yaml
 from components.model.ports import MONITORING
 from components.render import firewall_rules, image_mirror
 from conftest import prod_raw, require_tool
-from scripts.ops.program_mocks import run_program
-from test_program import COMMAND, IMAGE, NIGHT
+from test_program import COMMAND, IMAGE
 
 # Inside a namespace with only `lo`: start the registry, push an image the way `docker push`
 # does (blobs, then the manifest by tag), restart the registry, pull it back the way
@@ -138,12 +137,6 @@ def test_only_the_clusters_nodes_reach_the_mirror(prod_config):
         sources = {r.source for r in firewall_rules.firewall_rules(prod_config, placed) if MONITORING.image_mirror in r.opened}
         assert sources == (node_ips if placed.node.name == prod_config.monitoring_host.node.name else set())
 
-
-@pytest.fixture(scope="module")
-def night(tmp_path_factory):
-    raw = prod_raw()
-    raw["at"] = NIGHT
-    return run_program(raw, tmp_path_factory.mktemp("night"))
 
 
 def test_every_node_pulls_its_images_from_the_filled_mirror_it_trusts(night, prod_config):

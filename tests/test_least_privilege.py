@@ -9,7 +9,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from components.model import config
 from components.render import containers, image_mirror
@@ -43,12 +42,6 @@ def test_cadvisor_mounts_only_the_documented_set_read_only(prod_config):
     # Process metrics are what would need --privileged and --pid=host: never asked for.
     assert not any(arg.startswith(("--enable_metrics", "--disable_metrics")) for arg in spec.command)
 
-
-@pytest.fixture(scope="module")
-def night(tmp_path_factory):
-    raw = prod_raw()
-    raw["at"] = NIGHT
-    return run_program(raw, tmp_path_factory.mktemp("home"))
 
 
 def test_the_program_runs_cadvisor_unprivileged_on_every_node(night, prod_config):

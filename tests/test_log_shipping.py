@@ -9,9 +9,8 @@ import pytest
 
 from components.model.ports import MONITORING
 from components.render import firewall_rules, log_shipping, ray_start
-from conftest import prod_raw, require_tool
-from scripts.ops.program_mocks import run_program
-from test_program import COMMAND, NIGHT
+from conftest import require_tool
+from test_program import COMMAND
 
 NODE = "ray-hc-1"
 
@@ -110,12 +109,6 @@ def test_the_archive_ages_out_after_the_metrics_retention(prod_config):
     assert (path, age) == (log_shipping.ARCHIVE_DIR, f"{prod_config.monitoring.retention_days}d")
     assert user == "syslog"  # Ubuntu's rsyslog writes as syslog after dropping root
 
-
-@pytest.fixture(scope="module")
-def night(tmp_path_factory):
-    raw = prod_raw()
-    raw["at"] = NIGHT
-    return run_program(raw, tmp_path_factory.mktemp("night"))
 
 
 def test_every_node_ships_and_the_monitoring_host_archives(night, prod_config):

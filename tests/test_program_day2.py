@@ -5,16 +5,9 @@ import json
 
 import pytest
 
-from conftest import prod_raw
 from scripts.ops.program_mocks import run_program
 from test_program import AO, COMMAND, CONTAINER, DOCKER_PROVIDER, HC, IMAGE, LOCAL_COMMAND, NIGHT, NOON, VM, VOLUME
 
-
-@pytest.fixture(scope="module")
-def night(tmp_path_factory):
-    raw = prod_raw()
-    raw["at"] = NIGHT
-    return run_program(raw, tmp_path_factory.mktemp("night"))
 
 
 def test_ssh_connections_pin_the_generated_host_key_and_name_no_file(night, prod_config):

@@ -73,3 +73,19 @@ def test_no_module_is_too_long_without_a_reason():
     assert too_long == {}, f"split these by concern, or state why in LONG_MODULES: {too_long}"
     stale = sorted(name for name in LONG_MODULES if long.get(name, 0) <= MAX_LINES)
     assert stale == [], f"no longer long (or gone): drop them from LONG_MODULES: {stale}"
+
+
+def test_every_component_type_token_names_its_class():
+    """`ray-cluster:index:<Class>`: the type in a URN says which class registered it."""
+    found = {}
+    for path in python_files("components/resources"):
+        tree = ast.parse(path.read_text())
+        for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+            tokens = [
+                c.args[0].value for c in ast.walk(cls)
+                if isinstance(c, ast.Call) and c.args and isinstance(c.args[0], ast.Constant)
+                and isinstance(c.args[0].value, str) and c.args[0].value.startswith("ray-cluster:index:")
+            ]
+            if tokens:
+                found[cls.name] = tokens
+    assert found and all(tokens == [f"ray-cluster:index:{name}"] for name, tokens in found.items()), found

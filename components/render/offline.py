@@ -161,7 +161,7 @@ def node_files(cfg: ClusterConfig, placed: PlacedNode, live: bool, at: dt.dateti
 
 
 def monitoring_host_files(cfg: ClusterConfig, at: dt.datetime) -> dict[str, str]:
-    """Every file MonitoringStack writes on the monitoring host, by host path (receiver secrets as placeholders)."""
+    """Every file Monitoring writes on the monitoring host, by host path (receiver secrets as placeholders)."""
     placeholders = {r.name: f"https://PLACEHOLDER.invalid/alertingSecrets/{r.name}" for r in cfg.alerting.receivers}
     alertmanager = {f"{ac.ALERTMANAGER_CONFIG.host}/{ac.ALERTMANAGER_YML}": ac.alertmanager_yml(cfg, placeholders)}
     return {**mc.config_files(cfg), **mc.dashboard_files(), **mc.schedule_files(cfg, at), **alertmanager}

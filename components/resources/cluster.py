@@ -16,14 +16,14 @@ from components.model.config import ClusterConfig, PlacedNode
 from components.render import alerting_config, cloud_init, containers, drain, firewall_rules, monitoring_config
 from components.resources.firewall import Firewall, FirewallArgs
 from components.resources.gcs_store import GcsStore, GcsStoreArgs
-from components.resources.monitoring import MonitoringArgs, MonitoringStack, NodeExporters, NodeExportersArgs
+from components.resources.monitoring import MonitoringArgs, Monitoring, NodeExporters, NodeExportersArgs
 from components.resources.node import OnNode
 from components.resources.image_mirror import ImageMirror, trust_mirror_command
 from components.resources.log_shipping import log_archive_command, ship_logs_command
 from components.resources.ray_node import DrainArgs, RayNode, RayNodeArgs
 from components.resources.ssh_access import SshAccess, authorized_keys_command
 from components.resources.stack_config import ClusterSecrets
-from components.resources.vm import Placement, RayVm, VmArgs
+from components.resources.vm import Placement, Vm, VmArgs
 
 
 class RayCluster(pulumi.ComponentResource):
@@ -78,7 +78,7 @@ class RayCluster(pulumi.ComponentResource):
         hosts: dict[str, OnNode] = {}
         for placed in live_nodes:
             node_name, ip = placed.node.name, str(placed.node.ip)
-            vm = RayVm(vm_args(cfg, placed, tier_tags[placed.tier_name].id), placement, opts=vm_opts)
+            vm = Vm(vm_args(cfg, placed, tier_tags[placed.tier_name].id), placement, opts=vm_opts)
             host_keys[node_name] = vm.host_public_key
             if placed.tier.always_on:
                 always_on_vms.append(vm.vm)
@@ -124,7 +124,7 @@ class RayCluster(pulumi.ComponentResource):
             exporters = (containers.node_exporter_container(cfg, placed), containers.cadvisor_container(cfg))
             NodeExporters(NodeExportersArgs(on, exporters), opts=child)
             if node_name == cfg.monitoring_host.node.name:
-                self.monitoring = MonitoringStack(monitoring_args(cfg, at, on, secrets), opts=child)
+                self.monitoring = Monitoring(monitoring_args(cfg, at, on, secrets), opts=child)
         if placement.compute_cluster_id and len(always_on_vms) > 1:
             # DRS keeps the always-on VMs on different ESXi hosts: one host failure takes one node.
             vsphere.ComputeClusterVmAntiAffinityRule(

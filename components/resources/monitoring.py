@@ -102,7 +102,7 @@ class MonitoringArgs:
     alertmanager_url: str
 
 
-class MonitoringStack(pulumi.ComponentResource):
+class Monitoring(pulumi.ComponentResource):
     """Prometheus and Grafana on the monitoring host, and the files they read."""
 
     def __init__(self, args: MonitoringArgs, opts: Optional[pulumi.ResourceOptions] = None):

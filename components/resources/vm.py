@@ -68,7 +68,7 @@ class VmArgs:
     tier_tag_id: pulumi.Input[str]
 
 
-class RayVm(pulumi.ComponentResource):
+class Vm(pulumi.ComponentResource):
     """A node's VM and its SSH host key."""
 
     def __init__(self, args: VmArgs, placement: Placement, opts: Optional[pulumi.ResourceOptions] = None):

@@ -2,7 +2,7 @@
 themselves, the identity from an ssh-agent, bounded waits. Nothing on disk.
 
 The Docker provider's `ssh_opts` are stored in Pulumi state and reused by refresh,
-destroy and deletes without running the program (DESIGN.md), so they must mean the
+destroy and deletes without running the program (the engine uses the inputs in state), so they must mean the
 same on every machine and for every user that holds the stack: no path into
 anyone's home, no file that must exist. `KnownHostsCommand` (OpenSSH 8.5+) prints
 the pinned key, so no known_hosts file is read or written; the private key comes

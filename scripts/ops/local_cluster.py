@@ -115,7 +115,7 @@ class LocalCluster:
         progress: Callable[[str], None] = lambda message: None,
         own_pid_namespaces: bool = False,
     ):
-        """`extra_env`: node name -> variables added to its environment (as RayNode's extra_env);
+        """`extra_env`: node name -> variables added to its environment (as a tier's rayEnv adds to the container);
         `progress` hears about joins that take a while; `own_pid_namespaces` runs each node in
         its own PID namespace, as its container would: a node then sees no other node's
         processes (`ray start --head` refuses to start while it sees a raylet of its GCS address),

@@ -1,7 +1,7 @@
 """A network namespace of this process's own, with only a loopback interface.
 
 Ray ignores `--node-ip-address=127.0.0.1`, advertises the machine's address
-and listens on every interface (ray#26293, DESIGN.md). In a namespace whose
+and listens on every interface (ray#26293). In a namespace whose
 only interface is `lo` it keeps 127.0.0.1 and can listen nowhere else, and
 each such namespace has its own port space: two test runs or rehearsals never
 fight over ports. Everything that must reach such a cluster (drivers, tools,

@@ -84,23 +84,22 @@ def test_a_program_that_does_not_run_is_reported(tmp_path):
         change_impact.graph(tree, "prod", NIGHT)
 
 
-def test_the_offline_render_says_what_deploying_it_would_do(tmp_path):
-    out = tmp_path / "render"
+def render_against(base: str, out: Path) -> tuple[str, str]:
+    """`scripts.render --impact-against base` into `out`: its impact.md and summary.md."""
     done = subprocess.run(
-        [sys.executable, "-m", "scripts.render", "--stack", "prod", "--out", str(out), "--at", NIGHT, "--impact-against", "HEAD"],
+        [sys.executable, "-m", "scripts.render", "--stack", "prod", "--out", str(out), "--at", NIGHT, "--impact-against", base],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    impact = (out / "impact.md").read_text()
+    return (out / "impact.md").read_text(), (out / "summary.md").read_text()
+
+
+def test_the_offline_render_says_what_deploying_it_would_do(tmp_path):
+    impact, summary = render_against("HEAD", tmp_path / "render")
     assert impact.startswith(f"### What this change does to a running cluster (against `HEAD`, at {NIGHT})")
-    assert impact in (out / "summary.md").read_text()
+    assert impact in summary
 
 
 def test_a_base_the_tool_cannot_run_is_said_not_known(tmp_path):
-    out = tmp_path / "render"
-    done = subprocess.run(
-        [sys.executable, "-m", "scripts.render", "--stack", "prod", "--out", str(out), "--at", NIGHT, "--impact-against", "no-such-revision"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Not known:" in (out / "impact.md").read_text()
+    impact, _ = render_against("no-such-revision", tmp_path / "render")
+    assert "Not known:" in impact

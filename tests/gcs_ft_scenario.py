@@ -36,7 +36,7 @@ from components.model.stack import read_stack_file  # noqa: E402
 from components.render import ray_start, redis_store  # noqa: E402
 from scripts.ops import jobs  # noqa: E402
 from components.model.ports import REDIS  # noqa: E402
-from scripts.ops.local_cluster import LocalCluster, driver, kill_node_processes, localize  # noqa: E402
+from scripts.ops.local_cluster import LocalCluster, driver, kill_node_processes, localize, wait_for  # noqa: E402
 
 HEAD, WORKER = "ray-ao-1", "ray-ao-2"
 OFFSET = 1000
@@ -70,15 +70,6 @@ while not os.path.exists(stop):
 with open(result, "w") as f:
     f.write(ray.get(task, timeout=60))
 """
-
-
-def wait_for(what: str, probe, timeout: float = 120):
-    give_up = time.monotonic() + timeout
-    while not (result := probe()):
-        if time.monotonic() > give_up:
-            raise TimeoutError(f"waited {timeout}s for {what}")
-        time.sleep(1)
-    return result
 
 
 def descendants(pid: int) -> list[int]:

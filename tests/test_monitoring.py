@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 import yaml
@@ -36,7 +36,7 @@ from components.render.monitoring_config import Endpoint
 from components.model.ports import MONITORING, RAY
 from conftest import prod_raw, require_tool
 from scripts.export_ray_dashboards import RAY_DASHBOARD_SUFFIX, ray_dashboards
-from scripts.ops.local_cluster import LocalCluster, driver, localize
+from scripts.ops.local_cluster import LocalCluster, driver, localize, wait_for
 from scripts.ops.local_monitoring import LocalPrometheus, on_one_port
 
 RULE_TESTS = sorted((mc.REPO_MONITORING_DIR / "tests").glob("*.yml"))
@@ -45,7 +45,6 @@ NOON = dt.datetime(2026, 1, 15, 12, tzinfo=dt.timezone.utc)  # 13:00 in Berlin
 NIGHT = dt.datetime(2026, 1, 15, 22, tzinfo=dt.timezone.utc)  # 23:00 in Berlin
 HEAD_OFFSET = 3000  # the real head's ports: the shipped ones moved by this
 WORKER_PORTS = (38000, 38999)
-WAIT_SECONDS = 120
 
 
 def run(*args: str, stdin: str | None = None) -> str:
@@ -272,15 +271,6 @@ def test_every_dashboard_queries_the_provisioned_prometheus():
 
 
 # ---- Real run: Prometheus and node-exporter scrape a real Ray head ----
-
-
-def wait_for(what: str, probe: Callable[[], object], timeout: float = WAIT_SECONDS):
-    give_up = time.monotonic() + timeout
-    while not (result := probe()):
-        if time.monotonic() > give_up:
-            raise TimeoutError(f"waited {timeout}s for {what}")
-        time.sleep(1)
-    return result
 
 
 def config_with_heavy_tier_live(now: dt.datetime) -> config.ClusterConfig:

@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from components.render import ray_start
 from components.render.ray_start import RayNodeSettings
@@ -47,6 +47,16 @@ class Heartbeat:
         if time.monotonic() >= self.next_word:
             self.say(f"still waiting for {self.what} ({time.monotonic() - self.started:.0f}s of {self.timeout:g}s)")
             self.next_word += PROGRESS_EVERY_S
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 120) -> Any:
+    """probe() every second until it answers (its answer), or TimeoutError after `timeout` s."""
+    give_up = time.monotonic() + timeout
+    while not (result := probe()):
+        if time.monotonic() > give_up:
+            raise TimeoutError(f"waited {timeout}s for {what}")
+        time.sleep(1)
+    return result
 
 
 def localize(

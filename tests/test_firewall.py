@@ -30,7 +30,8 @@ PROBED = {
     "worker": (RAY.min_worker + RAY.max_worker) // 2,
     "past_workers": RAY.max_worker + 1,
     "metrics": RAY.metrics_export,
-    "dashboard": RAY.dashboard,
+    "dashboard": RAY.dashboard_https,  # the TLS proxy in front of it
+    "plain_dashboard": RAY.dashboard,  # Ray's own, loopback only
     "grafana": MONITORING.grafana,  # runs on the monitoring host, not the head
 }
 REACHES = {
@@ -45,7 +46,8 @@ RAY_SINGLE_PORTS = {
     f.name: getattr(RAY, f.name) for f in dataclasses.fields(RAY) if f.name not in ("min_worker", "max_worker")
 }
 RAY_METRICS = {"metrics_export", "autoscaler_metrics", "dashboard_metrics"}
-HEAD_ONLY = {"gcs", "dashboard", "client", "autoscaler_metrics", "dashboard_metrics"}
+HEAD_ONLY = {"gcs", "dashboard_https", "client", "autoscaler_metrics", "dashboard_metrics"}
+LOOPBACK_ONLY = {"dashboard"}  # plain HTTP: only the TLS proxy on the head reaches it
 
 
 @pytest.fixture
@@ -98,13 +100,13 @@ def test_ray_ports_open_only_to_whom_they_serve(prod_config):
                 seen.add(name)
                 if name in RAY_METRICS:
                     assert rule.source == monitor, (placed.node.name, rule)
-                elif name in ("dashboard", "client"):
+                elif name in ("dashboard_https", "client"):
                     assert rule.source in admins | {cluster}, (placed.node.name, rule)
                 else:
                     assert rule.source == cluster, (placed.node.name, rule)
                 if name in HEAD_ONLY:
                     assert placed.node.head, f"{name} open on {placed.node.name}, which is not the head"
-    assert seen == set(RAY_SINGLE_PORTS) | {"workers"}, "every Ray port is open to someone"
+    assert seen == (set(RAY_SINGLE_PORTS) - LOOPBACK_ONLY) | {"workers"}, "every Ray port but loopback's is open to someone"
 
 
 def test_ssh_only_from_every_admin_network(prod_config):

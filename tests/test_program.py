@@ -177,7 +177,7 @@ def test_no_secret_in_plain_inputs(night):
 
 def test_outputs(night):
     assert night.outputs["headIp"] == "10.20.0.11"
-    assert night.outputs["dashboardUrl"] == "http://10.20.0.11:8265"
+    assert night.outputs["dashboardUrl"] == "https://10.20.0.11:8443"  # the TLS proxy
     assert night.outputs["rayAddress"] == "10.20.0.11:6379"
     assert [(n["name"], n["tier"]) for n in night.outputs["nodes"]] == [(n, "always-on") for n in AO] + [
         (n, "heavy-compute") for n in HC

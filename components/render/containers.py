@@ -13,8 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
+from components.render import dashboard_proxy
 from components.render import monitoring_config as mc
 from components.render import ray_start
+from components.render import tls
 from components.model.config import ClusterConfig, PlacedNode
 from components.model.ports import MONITORING
 
@@ -97,10 +99,30 @@ def ray_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
         health=HealthCheck(tuple(ray_start.health_check_command(settings)), "15s", "5s", 4, "60s"),
         env=env,
         secret_env=("RAY_AUTH_TOKEN",),
-        binds=(Bind(ray_start.HOST_DATA_DIR, ray_start.CONTAINER_DATA_DIR, read_only=False),),
+        binds=(
+            Bind(ray_start.HOST_DATA_DIR, ray_start.CONTAINER_DATA_DIR, read_only=False),
+            Bind(tls.HOST_TLS_DIR, tls.CONTAINER_TLS_DIR),
+        ),
         shm_size_mb=settings.shm_bytes // 2**20,
         stop_timeout=ray_start.stop_grace_seconds(cfg, placed),
         labels={"ray-cluster.tier": placed.tier_name},
+    )
+
+
+def dashboard_proxy_container(cfg: ClusterConfig) -> ContainerSpec:
+    """The head's TLS proxy: nginx with the rendered config and the head's certificate."""
+    settings = dashboard_proxy.proxy_settings(cfg)
+    conf = f"{dashboard_proxy.CONTAINER_CONF_DIR}/{dashboard_proxy.NGINX_CONF}"
+    return ContainerSpec(
+        name=dashboard_proxy.CONTAINER_NAME,
+        image=cfg.image(cfg.ray.dashboard_proxy_image),  # through the registry mirror, if any
+        command=tuple(dashboard_proxy.nginx_command(conf)),
+        health=HealthCheck(tuple(dashboard_proxy.health_check_command(settings)), "30s", "5s", 3, "30s"),
+        env={"NGINX_ENTRYPOINT_QUIET_LOGS": "1"},
+        binds=(
+            Bind(dashboard_proxy.HOST_CONF_DIR, dashboard_proxy.CONTAINER_CONF_DIR),
+            Bind(tls.HOST_TLS_DIR, tls.CONTAINER_TLS_DIR),
+        ),
     )
 
 
@@ -175,6 +197,8 @@ def grafana_container(cfg: ClusterConfig) -> ContainerSpec:
 def node_containers(cfg: ClusterConfig, placed: PlacedNode) -> list[ContainerSpec]:
     """Every container `placed` runs, in the order Pulumi creates them."""
     containers = [ray_container(cfg, placed), node_exporter_container(cfg, placed), cadvisor_container(cfg)]
+    if placed.node.head:
+        containers.insert(1, dashboard_proxy_container(cfg))
     if placed.node.name == cfg.monitoring_host.node.name:
         containers += [prometheus_container(cfg), grafana_container(cfg)]
     return containers

@@ -102,7 +102,8 @@ def firewall_rules(cfg: ClusterConfig, placed: PlacedNode) -> list[UfwRule]:
     if is_head:
         # Only the head runs the GCS; workers dial it, nothing dials a worker's.
         rules += _allow(cluster, gcs=RAY.gcs)
-        rules += _allow(admins + cluster, dashboard=RAY.dashboard, client=RAY.client)
+        # The dashboard answers on loopback only: its TLS proxy is what the network reaches.
+        rules += _allow(admins + cluster, dashboard_https=RAY.dashboard_https, client=RAY.client)
         rules += _allow(
             [_host(monitor)],
             autoscaler_metrics=RAY.autoscaler_metrics,

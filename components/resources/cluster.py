@@ -10,10 +10,12 @@ import pulumi_docker as docker
 import pulumi_random as random
 import pulumi_vsphere as vsphere
 
-from components.render import monitoring_config
+from components.render import dashboard_proxy, monitoring_config
+from components.render import tls as tls_render
 
 from components.model import ports
 from components.model.config import ClusterConfig
+from components.resources.cluster_tls import ClusterCa, DashboardProxy, NodeTls
 from components.resources.firewall import Firewall
 from components.resources.monitoring import MonitoringStack, NodeExporters
 from components.resources.ray_node import RayNode
@@ -61,6 +63,9 @@ class RayCluster(pulumi.ComponentResource):
             if cfg.registry and cfg.registry.username
             else None
         )
+        # Exists whatever the schedule: a tier coming or going never touches the CA.
+        ca = ClusterCa(f"{name}-tls-ca", pulumi.get_stack(), opts=child)
+        operator_cert, operator_key = ca.issue("operator-tls", tls_render.operator_profile())
 
         self.live_tiers = cfg.live_tiers(at)
         live_nodes = sorted(cfg.live_nodes(at), key=lambda p: not p.node.head)  # head first
@@ -83,11 +88,14 @@ class RayCluster(pulumi.ComponentResource):
                 # The firewall step waits for cloud-init, which installs Docker.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall.command], deleted_with=vm.vm),
             )
+            node_tls = NodeTls(ca, placed, connection, vm.vm, firewall.command, opts=child)
             if not placed.node.maintenance:
                 node = RayNode(
                     cfg, placed, docker_provider, vm.host_public_key, ray_token, vm.vm, firewall.command, connection,
-                    head=head, opts=child,
+                    tls_files=node_tls.files, head=head, opts=child,
                 )
+                if placed.node.head:
+                    DashboardProxy(cfg, docker_provider, connection, vm.vm, firewall.command, node_tls, opts=child)
                 head = head or node
                 self.nodes[node_name] = node
             NodeExporters(cfg, placed, docker_provider, vm.vm, firewall.command, opts=child)
@@ -114,7 +122,7 @@ class RayCluster(pulumi.ComponentResource):
             # Public: operators' SSH (scripts/scheduler.py drain) pins them, as Pulumi's own SSH does.
             "hostKeys": host_keys,
             "headIp": head_ip,
-            "dashboardUrl": f"http://{head_ip}:{ports.RAY.dashboard}",
+            "dashboardUrl": dashboard_proxy.https_url(dashboard_proxy.proxy_settings(cfg), head_ip),
             "rayAddress": f"{head_ip}:{ports.RAY.gcs}",
             "rayClientAddress": f"ray://{head_ip}:{ports.RAY.client}",
             "prometheusUrl": monitoring_config.prometheus_url(cfg),
@@ -122,5 +130,9 @@ class RayCluster(pulumi.ComponentResource):
             # Operators' tools (scheduler, monitor, smoke test) need these; they stay secret.
             "rayToken": pulumi.Output.secret(ray_token),
             "grafanaAdminPassword": pulumi.Output.secret(self.monitoring.grafana_admin_password),
+            # Ray speaks mutual TLS only: the CA to trust, and the operators' client certificate.
+            "rayTlsCaCert": ca.cert_pem,
+            "rayTlsOperatorCert": operator_cert,
+            "rayTlsOperatorKey": operator_key,
         }
         self.register_outputs(self.outputs)

@@ -29,6 +29,7 @@ class RayNode(pulumi.ComponentResource):
         vm: pulumi.Resource,
         firewall_ready: pulumi.Resource,
         connection: remote.ConnectionArgs,
+        tls_files: pulumi.Resource,
         head: Optional["RayNode"] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
@@ -41,8 +42,11 @@ class RayNode(pulumi.ComponentResource):
             f"{name}-ray",
             spec,
             self.image.image_id,
-            # Ray starts only once the firewall is in place.
-            pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[firewall_ready])),
+            # Ray starts only once the firewall and its certificates are in place. It reads its
+            # certificates at start: new ones (a renewal, a new CA) replace the container.
+            pulumi.ResourceOptions.merge(
+                on_node, pulumi.ResourceOptions(depends_on=[firewall_ready, tls_files], replace_with=[tls_files])
+            ),
             secrets={"RAY_AUTH_TOKEN": ray_token},
             # A worker's container takes the head container's id as an input (labels are ForceNew
             # in the Docker provider): when the head container is replaced, the engine deletes

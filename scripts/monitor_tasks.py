@@ -54,7 +54,7 @@ def tasks_per_tier(nodes: list[ray_state.RayNodeView], tasks: list) -> dict[str,
 
 
 def read_cluster(address: str) -> dict[str, dict[str, int]]:
-    ray_state.use_token_from_env()
+    ray_state.use_credentials_from_env()
     from ray.util.state import list_tasks
 
     tasks = list_tasks(

@@ -95,7 +95,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    ray_state.use_token_from_env()
+    ray_state.use_credentials_from_env()
     import ray
 
     try:

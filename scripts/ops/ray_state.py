@@ -3,7 +3,10 @@
 Shared by the scheduler (did a tier's nodes join?), `monitor_tasks` and
 `smoke_test`. Every call authenticates with the cluster token from the
 RAY_AUTH_TOKEN environment variable; Ray is imported only after that is set,
-because Ray reads its auth mode when it loads.
+because Ray reads its auth mode when it loads. Ray's gRPC is mutual TLS: the
+caller sets RAY_USE_TLS, RAY_TLS_CA_CERT and its client certificate
+(RAY_TLS_SERVER_CERT / RAY_TLS_SERVER_KEY, Ray's names); the dashboard's HTTPS
+proxy is then trusted through the same CA.
 """
 from __future__ import annotations
 
@@ -14,10 +17,14 @@ from typing import Optional
 TIER_LABEL = "tier"  # the node label `ray start --labels tier=<tier>` sets
 
 
-def use_token_from_env() -> None:
-    """Token auth for this process's Ray client when RAY_AUTH_TOKEN is set."""
+def use_credentials_from_env() -> None:
+    """Token auth for this process's Ray client when RAY_AUTH_TOKEN is set; the cluster CA
+    (RAY_TLS_CA_CERT) for HTTPS to the dashboard: Ray's HTTP clients (requests) verify
+    against REQUESTS_CA_BUNDLE."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if os.environ.get("RAY_TLS_CA_CERT"):
+        os.environ.setdefault("REQUESTS_CA_BUNDLE", os.environ["RAY_TLS_CA_CERT"])
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,7 @@ class RayNodeView:
 
 def alive_nodes(address: str) -> list[RayNodeView]:
     """The ALIVE nodes of the cluster at `address` (GCS host:port or dashboard URL)."""
-    use_token_from_env()
+    use_credentials_from_env()
     from ray.util.state import list_nodes
 
     return [

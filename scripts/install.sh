@@ -3,7 +3,8 @@
 # (the virtualenv Pulumi.yaml names) plus the Debian packages whose real tools
 # check what we ship: promtool/prometheus, node-exporter, cloud-init, ufw,
 # iproute2 (network namespaces for the firewall tests), openssh-server (a real sshd,
-# in a namespace, for the SSH client tests).
+# in a namespace, for the SSH client tests), nginx and curl (the dashboard's TLS
+# proxy and its health check).
 set -euo pipefail
 case "${1:-}" in
   -h|--help) echo "usage: bash scripts/install.sh   (no options)"; sed -n '2,5s/^# //p' "$0"; exit 0 ;;
@@ -22,7 +23,7 @@ among() { local x="$1"; shift; local y; for y in "$@"; do [ "$x" = "$y" ] && ret
 # services on :9090/:9100 on all interfaces, and cloud-init would run at the next
 # boot. So: packages already present are left alone (not reinstalled or upgraded,
 # their services untouched); those this run installs get their services kept off.
-DEBS=(prometheus prometheus-node-exporter cloud-init netplan.io ufw iproute2 iptables procps openssh-server)
+DEBS=(prometheus prometheus-node-exporter cloud-init netplan.io ufw iproute2 iptables procps openssh-server nginx-light curl)
 missing=()
 for deb in "${DEBS[@]}"; do installed "$deb" || missing+=("$deb"); done
 # A Docker CLI (no daemon needed) lets tests/test_render.py compare `docker run` with Pulumi's containers.
@@ -58,6 +59,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   units=()
   among prometheus "${missing[@]}" && units+=(prometheus.service)
   among prometheus-node-exporter "${missing[@]}" && units+=(prometheus-node-exporter.service)
+  among nginx-light "${missing[@]}" && units+=(nginx.service)
   among docker.io "${missing[@]}" && units+=(docker.service docker.socket containerd.service)
   among openssh-server "${missing[@]}" && units+=(ssh.service)
   if [ "${#units[@]}" -gt 0 ]; then

@@ -11,25 +11,28 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from components.render import ray_start, tls
+from components.render import dashboard_proxy, ray_start, tls
+from conftest import require_tool
 from scripts.ops.local_cluster import LocalCluster, localize
+from scripts.ops.local_proxy import running_proxy
 from scripts.ops.local_tls import LocalCa
+from tls_probe import SETTINGS_FRAME, listening_addresses, refusal, tls_exchange
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD_OFFSET = 7000  # the shipped ports moved by this (the next node's by 10 more)
 WORKER_PORTS = (44000, 44999)
 NODES = ("ray-ao-1", "ray-hc-1")
 CPUS_PER_NODE = 2
-HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -96,36 +99,13 @@ def grpc_ports(s) -> dict[str, int]:
     return ports
 
 
-def tls_exchange(port: int, cafile: str, cert: tuple[str, str] | None) -> tuple[str, bytes]:
-    """A TLS handshake to 127.0.0.1:port verified against `cafile`, then HTTP/2's opening
-    bytes: (the server certificate's common name, the first bytes it answers)."""
-    context = ssl.create_default_context(cafile=cafile)
-    context.set_alpn_protocols(["h2"])
-    if cert:
-        context.load_cert_chain(*cert)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
-            subject = dict(pair for rdn in conn.getpeercert()["subject"] for pair in rdn)
-            conn.sendall(HTTP2_PREFACE)
-            return subject["commonName"], conn.recv(9)  # the server's SETTINGS frame header, if it accepted us
-
-
-def refusal(port: int, cafile: str, cert: tuple[str, str] | None) -> str:
-    """How the server at `port` refused us (TLS 1.3: an alert, or a close, on the first read); '' if it did not."""
-    try:
-        _, answer = tls_exchange(port, cafile, cert)
-    except (ssl.SSLError, ConnectionResetError) as error:
-        return str(error)
-    return "" if answer else "closed without a word"
-
-
 def test_every_grpc_port_serves_tls_with_its_nodes_certificate_to_cluster_clients(cluster):
     operator = (cluster.operator_tls["RAY_TLS_SERVER_CERT"], cluster.operator_tls["RAY_TLS_SERVER_KEY"])
     for name, node in cluster.nodes.items():
         for port_name, port in grpc_ports(node.settings).items():
             common_name, answer = tls_exchange(port, cluster.operator_tls["RAY_TLS_CA_CERT"], operator)
             assert common_name == name, port_name
-            assert answer[3:4] == b"\x04", f"{name} {port_name}: no HTTP/2 SETTINGS after the handshake"
+            assert answer[3:4] == SETTINGS_FRAME, f"{name} {port_name}: no HTTP/2 SETTINGS after the handshake"
 
 
 def test_every_grpc_port_refuses_a_client_without_a_certificate_from_the_cluster_ca(cluster, stranger_tls):
@@ -145,3 +125,58 @@ def test_ray_clients_without_the_cluster_ca_are_refused_even_with_the_token(clus
         assert smoke.returncode == 2 and "cannot reach the cluster" in smoke.stderr, smoke.stderr
         monitor = tool("scripts.monitor_tasks", "--address", cluster.gcs_address, env={**env, "RAY_gcs_server_port_wait_time_s": "2"})
         assert monitor.returncode == 1 and "cannot read the cluster" in monitor.stderr, monitor.stderr
+
+
+# ---- The dashboard and Jobs API, through the rendered TLS proxy (Debian's nginx) ----
+
+
+@pytest.fixture(scope="module")
+def proxy(cluster):
+    require_tool("nginx", "nginx-light")
+    require_tool("curl", "curl")  # the proxy's health check, as the nginx image runs it
+    with running_proxy(cluster) as settings:  # up once its rendered health check passes
+        yield settings
+
+
+def https(proxy, path: str, cafile: str | None, token: str | None = None) -> int:
+    context = ssl.create_default_context(cafile=cafile)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{dashboard_proxy.https_url(proxy, '127.0.0.1')}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_dashboard_itself_answers_on_loopback_only(cluster):
+    assert listening_addresses(cluster.head.ports.dashboard) == {"127.0.0.1"}
+
+
+def test_the_jobs_api_answers_over_https_with_the_token_and_the_cluster_ca(cluster, proxy):
+    ca = cluster.operator_tls["RAY_TLS_CA_CERT"]
+    assert https(proxy, "/api/jobs/", ca, cluster.token) == 200
+    assert https(proxy, "/api/jobs/", ca) in (401, 403)  # the token still guards it behind the proxy
+    with pytest.raises(urllib.error.URLError) as unverified:  # the system's CAs do not vouch for the cluster
+        https(proxy, "/api/jobs/", None, cluster.token)
+    assert isinstance(unverified.value.reason, ssl.SSLCertVerificationError)
+    plain = urllib.request.Request(f"http://127.0.0.1:{proxy.https_port}/api/jobs/")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(plain, timeout=10)
+    assert refused.value.code == 400  # nginx: plain HTTP sent to the HTTPS port
+
+
+def test_operator_tools_read_the_cluster_through_the_proxy(cluster, proxy):
+    url = dashboard_proxy.https_url(proxy, "127.0.0.1")
+    monitor = tool("scripts.monitor_tasks", "--address", url, "--json", env=cluster.operator_env())
+    assert monitor.returncode == 0, monitor.stderr
+    assert set(json.loads(monitor.stdout)) == {"always-on", "heavy-compute"}
+    probe = "import sys; from scripts.ops.ray_state import alive_nodes; print(sorted(n.name for n in alive_nodes(sys.argv[1])))"
+    scheduler_probe = subprocess.run(
+        [sys.executable, "-c", probe, url], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, **cluster.operator_env()},
+    )
+    assert scheduler_probe.returncode == 0, scheduler_probe.stderr
+    assert scheduler_probe.stdout.strip() == str(sorted(NODES))
+    without_ca = tool("scripts.monitor_tasks", "--address", url, env={"RAY_AUTH_TOKEN": cluster.token})
+    assert without_ca.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in without_ca.stderr, without_ca.stderr

@@ -20,11 +20,12 @@ TIER_LABEL = "tier"  # the node label `ray start --labels tier=<tier>` sets
 def use_credentials_from_env() -> None:
     """Token auth for this process's Ray client when RAY_AUTH_TOKEN is set; the cluster CA
     (RAY_TLS_CA_CERT) for HTTPS to the dashboard: Ray's HTTP clients (requests) verify
-    against REQUESTS_CA_BUNDLE."""
+    against REQUESTS_CA_BUNDLE, which then names the cluster CA whatever it named before
+    (the dashboard is the only HTTPS server these tools talk to)."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     if os.environ.get("RAY_TLS_CA_CERT"):
-        os.environ.setdefault("REQUESTS_CA_BUNDLE", os.environ["RAY_TLS_CA_CERT"])
+        os.environ["REQUESTS_CA_BUNDLE"] = os.environ["RAY_TLS_CA_CERT"]
 
 
 @dataclass(frozen=True)

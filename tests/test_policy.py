@@ -221,7 +221,7 @@ def test_firewall_ignores_rules_that_open_nothing_to_everyone(prod):
     [
         (f"ufw allow {MONITORING.grafana}/tcp", "Grafana"),
         (f"ufw allow from 192.168.0.0/16 to any port {MONITORING.prometheus} proto tcp", "Prometheus"),
-        (f"ufw allow from 10.0.0.0/8 to any port {RAY.dashboard} proto tcp", "Ray dashboard"),
+        (f"ufw allow from 10.0.0.0/8 to any port {RAY.dashboard_https} proto tcp", "Ray dashboard"),
         ("ufw allow from 172.16.5.5", "Ray dashboard, Grafana, Prometheus"),
         # The UIs are for people: the cluster network as a whole, or part of it, may not reach them.
         (f"ufw allow from 10.20.0.0/24 to any port {MONITORING.grafana}", "Grafana"),

@@ -261,7 +261,8 @@ def test_each_node_runs_its_containers(docker_argvs, prod_config):
     monitor = prod_config.monitoring_host.node.name
     for node, argvs in docker_argvs.items():
         names = [argv[argv.index("--name") + 1] for argv in argvs]
-        expected = [ray_start.CONTAINER_NAME, "node-exporter", "cadvisor"] + ["prometheus", "grafana"] * (node == monitor)
+        proxy = ["ray-dashboard-proxy"] * (node == prod_config.head.node.name)  # the dashboard's TLS proxy
+        expected = [ray_start.CONTAINER_NAME, *proxy, "node-exporter", "cadvisor"] + ["prometheus", "grafana"] * (node == monitor)
         assert names == expected and all(argv[:2] == ["run", "--detach"] for argv in argvs)
         for argv in argvs:
             assert argv[argv.index("--network") + 1] == "host" and argv[argv.index("--restart") + 1] == "unless-stopped"

@@ -23,6 +23,7 @@ import pytest
 
 from components.render import dashboard_proxy, ray_start, tls
 from conftest import require_tool
+from scripts.ops import ray_state
 from scripts.ops.local_cluster import LocalCluster, localize
 from scripts.ops.local_proxy import running_proxy
 from scripts.ops.local_tls import LocalCa
@@ -66,6 +67,17 @@ def tool(name: str, *argv: str, env: dict) -> subprocess.CompletedProcess:
 
 def client_address(cluster) -> str:
     return f"ray://127.0.0.1:{cluster.head.ports.client}"
+
+
+def test_trusting_names_the_stack_outputs_ca_only_for_the_block(monkeypatch):
+    monkeypatch.delenv("RAY_TLS_CA_CERT", raising=False)
+    with ray_state.trusting("-----BEGIN CERTIFICATE-----\nthe CA\n-----END CERTIFICATE-----\n"):
+        ca_file = Path(os.environ["RAY_TLS_CA_CERT"])
+        assert ca_file.read_text().splitlines()[1] == "the CA"
+    assert "RAY_TLS_CA_CERT" not in os.environ and not ca_file.exists()
+    monkeypatch.setenv("RAY_TLS_CA_CERT", "/the/operators/ca.crt")  # named by the operator: kept
+    with ray_state.trusting("-----BEGIN CERTIFICATE-----\nanother\n-----END CERTIFICATE-----\n"):
+        assert os.environ["RAY_TLS_CA_CERT"] == "/the/operators/ca.crt"
 
 
 def test_the_rendered_environment_turns_mutual_tls_on(cluster):
@@ -171,10 +183,15 @@ def test_operator_tools_read_the_cluster_through_the_proxy(cluster, proxy):
     monitor = tool("scripts.monitor_tasks", "--address", url, "--json", env=cluster.operator_env())
     assert monitor.returncode == 0, monitor.stderr
     assert set(json.loads(monitor.stdout)) == {"always-on", "heavy-compute"}
-    probe = "import sys; from scripts.ops.ray_state import alive_nodes; print(sorted(n.name for n in alive_nodes(sys.argv[1])))"
+    # As `scheduler status` probes: the token, and the CA from the stack output rayTlsCaCert.
+    probe = (
+        "import sys; from scripts.ops.ray_state import alive_nodes, trusting\n"
+        "with trusting(sys.argv[2]): print(sorted(n.name for n in alive_nodes(sys.argv[1])))"
+    )
+    ca_output = Path(cluster.operator_tls["RAY_TLS_CA_CERT"]).read_text()
     scheduler_probe = subprocess.run(
-        [sys.executable, "-c", probe, url], cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, **cluster.operator_env()},
+        [sys.executable, "-c", probe, url, ca_output], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "RAY_AUTH_TOKEN": cluster.token},
     )
     assert scheduler_probe.returncode == 0, scheduler_probe.stderr
     assert scheduler_probe.stdout.strip() == str(sorted(NODES))

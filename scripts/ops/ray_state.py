@@ -10,9 +10,11 @@ proxy is then trusted through the same CA.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 TIER_LABEL = "tier"  # the node label `ray start --labels tier=<tier>` sets
 
@@ -26,6 +28,23 @@ def use_credentials_from_env() -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     if os.environ.get("RAY_TLS_CA_CERT"):
         os.environ["REQUESTS_CA_BUNDLE"] = os.environ["RAY_TLS_CA_CERT"]
+
+
+@contextlib.contextmanager
+def trusting(ca_pem: Optional[str]) -> Iterator[None]:
+    """For the block, RAY_TLS_CA_CERT names the cluster CA `ca_pem` (the stack output
+    rayTlsCaCert), in a file that is gone afterwards; unless the environment names one."""
+    if not ca_pem or os.environ.get("RAY_TLS_CA_CERT"):
+        yield
+        return
+    with tempfile.NamedTemporaryFile("w", prefix="ray-cluster-ca-", suffix=".crt") as ca_file:
+        ca_file.write(ca_pem)
+        ca_file.flush()
+        os.environ["RAY_TLS_CA_CERT"] = ca_file.name
+        try:
+            yield
+        finally:
+            del os.environ["RAY_TLS_CA_CERT"]
 
 
 @dataclass(frozen=True)

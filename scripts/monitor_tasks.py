@@ -1,8 +1,11 @@
 """Running and pending Ray tasks per tier (the seeds' `make monitor`).
 
-    RAY_AUTH_TOKEN=... python -m scripts.monitor_tasks --address http://HEAD:8265 [--json]
+    RAY_AUTH_TOKEN=... RAY_TLS_CA_CERT=... python -m scripts.monitor_tasks --address https://HEAD:8443 [--json]
 
-`--address` is the stack output `dashboardUrl` (or the GCS address `rayAddress`).
+`--address` is the stack output `dashboardUrl` (the dashboard's TLS proxy,
+verified against RAY_TLS_CA_CERT), or the GCS address `rayAddress` (Ray's
+mutual TLS: RAY_USE_TLS and a client certificate too, README "Encrypted Ray
+traffic").
 A running task counts for the tier of the node it runs on. A pending task counts
 for the tier it asks for (`label_selector={"tier": ...}` or the custom resource
 `tier:<name>`), else for its node's tier once it has one, else "(any)". Pending
@@ -78,7 +81,7 @@ def table(per_tier: dict[str, dict[str, int]]) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.monitor_tasks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), required="RAY_ADDRESS" not in os.environ,
-                        help="dashboard URL (http://HEAD:8265) or GCS address (HEAD:6379)")
+                        help="dashboard URL (https://HEAD:8443) or GCS address (HEAD:6379)")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = parser.parse_args(argv)
     try:

@@ -1,15 +1,19 @@
 """Post-deploy smoke test: every live tier runs work, on its own nodes only.
 
-    RAY_AUTH_TOKEN=... python -m scripts.smoke_test --address ray://HEAD:10001 [--tier NAME ...] [--tasks 50] [--json]
+    RAY_AUTH_TOKEN=... RAY_USE_TLS=1 RAY_TLS_CA_CERT=... RAY_TLS_SERVER_CERT=... RAY_TLS_SERVER_KEY=... \
+        python -m scripts.smoke_test --address ray://HEAD:10001 [--tier NAME ...] [--tasks 50] [--json]
 
 `--address` is anything `ray.init` takes: from an admin machine the stack output
-`rayClientAddress`, on a cluster node the GCS address `rayAddress`. For each
+`rayClientAddress` (with the operators' client certificate, README "Encrypted
+Ray traffic"), on a cluster node the GCS address `rayAddress` (with the node's
+certificate: a driver there serves gRPC too). For each
 tier (default: every tier with a live node) it submits N small tasks with
 `label_selector={"tier": tier}`, checks that each ran on a node of that tier,
 and reports the throughput in tasks/s.
 
 Exit codes: 0 every tier passed, 1 a tier failed (no live node, a task ran
-elsewhere, or the tasks did not finish in time), 2 the cluster could not be reached.
+elsewhere, or the tasks did not finish in time), 2 the cluster could not be reached
+(also: no token, or no certificate from the cluster's CA).
 """
 from __future__ import annotations
 

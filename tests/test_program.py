@@ -296,7 +296,7 @@ def test_drain_on_delete_for_every_worker_before_container_and_vm(night, prod_co
 
 def test_monitoring_containers(night, prod_config):
     host = prod_config.monitoring_host.node.name
-    monitoring = [c for c in night.of_type(CONTAINER) if not c.name.endswith("-ray")]
+    monitoring = [c for c in night.of_type(CONTAINER) if not c.name.endswith(("-ray", "-dashboard-proxy"))]
     names = sorted(c.name for c in monitoring)
     expected = sorted(
         [f"{n}-node-exporter" for n in AO + HC] + [f"{n}-cadvisor" for n in AO + HC] + [f"{host}-prometheus", f"{host}-grafana"]

@@ -90,8 +90,8 @@ def test_node_files_are_written_owner_only_from_secrets_before_ray_starts(night,
         assert "stdin" in files.secret_inputs
         assert files.inputs["stdin"] == tls.tls_files_script(ca_pem, cert_pem, key_pem, owner="1000:100")
         assert files.inputs["triggers"] == [ca_pem, cert_pem]  # a renewed certificate rewrites the files
-        firewall = night.one(COMMAND, f"{name}-ufw")
-        assert firewall.urn in files.dependencies and files.replace_with == [firewall.urn]
+        firewall, vm = night.one(COMMAND, f"{name}-ufw"), night.one("vsphere:index/virtualMachine:VirtualMachine", name)
+        assert firewall.urn in files.dependencies and files.deleted_with == vm.urn  # written anew on a new VM
         ray = night.one(CONTAINER, f"{name}-ray")
         # Ray reads the files at start: it waits for them, and is replaced with them.
         assert files.urn in ray.dependencies and files.urn in ray.replace_with
@@ -176,3 +176,57 @@ def test_the_ca_and_the_always_on_certificates_do_not_depend_on_the_schedule(raw
     }
     assert view(noon) == view(night)
     assert not [r for r in noon.registrations if r.type.startswith("tls:") and r.name.startswith("ray-hc-")]
+
+
+# ---- Renewals under the engine's rules (scripts/ops/engine_rules.py) ----
+
+
+@pytest.fixture(scope="module")
+def deployed(night):
+    """What Pulumi holds after an up and a refresh of the night's program, and the program again."""
+    import copy
+
+    from scripts.ops import engine_rules as er
+
+    program = er.from_registrations(night.registrations)
+    return er.refreshed(copy.deepcopy(program)), program
+
+
+def renewal(deployed, name: str):
+    """An up in which the certificate `name` is re-issued (pulumi-tls replaces it once it is
+    ready for renewal, inside EARLY_RENEWAL_HOURS of its end)."""
+    import copy
+
+    from scripts.ops import engine_rules as er
+
+    old, program = deployed
+    (cert,) = [r for r in old if r.name == name and r.type in (SIGNED, SELF_SIGNED)]
+    return er.up(old, copy.deepcopy(program), replace=[cert.urn])
+
+
+def replaced(plan) -> set[tuple[str, str]]:
+    return {(s.kind, s.name) for s in plan.changed() if s.op in ("delete-replaced", "create-replacement")}
+
+
+def test_a_renewed_worker_certificate_drains_and_restarts_that_worker_only(deployed):
+    plan = renewal(deployed, "ray-hc-1-tls-cert")
+    assert replaced(plan) == {
+        ("LocallySignedCert", "ray-hc-1-tls-cert"), ("Command", "ray-hc-1-tls-files"),
+        ("Container", "ray-hc-1-ray"), ("Command", "ray-hc-1-drain-on-delete"),
+    }
+    # The new files are written, and the node drained, before its container goes.
+    assert plan.before(("delete-replaced", "Command", "ray-hc-1-drain-on-delete"), ("delete-replaced", "Container", "ray-hc-1-ray"))
+    assert plan.before(("create-replacement", "Command", "ray-hc-1-tls-files"), ("create-replacement", "Container", "ray-hc-1-ray"))
+    assert plan.step("delete-replaced", "Command", "ray-hc-1-drain-on-delete").calls_provider
+
+
+def test_a_renewed_ca_restarts_every_node_and_the_proxy_workers_drained_first(deployed, prod_config):
+    plan = renewal(deployed, "ray-tls-ca")
+    restarted = {name for kind, name in replaced(plan) if kind == "Container"}
+    assert restarted == {f"{p.node.name}-ray" for p in prod_config.placed_nodes} | {"ray-ao-1-dashboard-proxy"}
+    for placed in prod_config.placed_nodes:
+        name = placed.node.name
+        assert ("Command", f"{name}-tls-files") in replaced(plan) and ("LocallySignedCert", f"{name}-tls-cert") in replaced(plan)
+        if not placed.node.head:
+            assert plan.before(("delete-replaced", "Command", f"{name}-drain-on-delete"), ("delete-replaced", "Container", f"{name}-ray"))
+    assert ("LocallySignedCert", "operator-tls-cert") in replaced(plan)  # operators fetch the new one from the outputs

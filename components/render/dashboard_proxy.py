@@ -25,7 +25,7 @@ CONTAINER_NAME = "ray-dashboard-proxy"
 HOST_CONF_DIR = "/etc/ray-cluster/dashboard-proxy"  # on the head
 CONTAINER_CONF_DIR = "/etc/ray-dashboard-proxy"
 NGINX_CONF = "nginx.conf"
-RUN_DIR = "/tmp/ray-dashboard-proxy"  # pid and buffers, inside the container
+RUN_DIR = "/tmp"  # pid and buffers, inside the container: nginx creates files there, never the directory
 # Long enough for `ray job logs --follow` and the dashboard's log streams.
 STREAM_TIMEOUT = "1h"
 
@@ -36,7 +36,7 @@ class ProxySettings:
     https_port: int
     dashboard_port: int  # Ray's dashboard, on 127.0.0.1
     tls_dir: str  # the head's certificate, key and the cluster CA
-    run_dir: str
+    run_dir: str  # an existing directory
 
 
 def proxy_settings(cfg: ClusterConfig) -> ProxySettings:
@@ -57,12 +57,12 @@ def listen_addresses(p: ProxySettings) -> list[str]:
 def nginx_conf(p: ProxySettings) -> str:
     listens = "\n".join(f"        listen {ip}:{p.https_port} ssl;" for ip in listen_addresses(p))
     temp_paths = "\n".join(
-        f"    {kind}_temp_path {p.run_dir}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        f"    {kind}_temp_path {p.run_dir}/{CONTAINER_NAME}-{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     return f"""\
 # The TLS proxy in front of Ray's dashboard and Jobs API (components/render/dashboard_proxy.py).
 worker_processes 1;
-pid {p.run_dir}/nginx.pid;
+pid {p.run_dir}/{CONTAINER_NAME}.pid;
 error_log stderr warn;
 events {{
     worker_connections 512;

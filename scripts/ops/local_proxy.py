@@ -3,7 +3,8 @@
 What the head's `ray-dashboard-proxy` container runs, with what one machine
 forces remapped (as `local_cluster.localize` does for Ray): it listens on
 127.0.0.1 at the local head's ports, reads the local head's certificate, and
-keeps its pid and buffers in the head's directory.
+keeps its pid and buffers in the head's directory (which exists, as /tmp does
+in the container; nginx creates only what is below it).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def local_settings(cluster: LocalCluster) -> ProxySettings:
         https_port=head.ports.dashboard_https,
         dashboard_port=head.ports.dashboard,
         tls_dir=head.tls_dir,
-        run_dir=str(Path(head.tls_dir).parent / "dashboard-proxy"),
+        run_dir=str(Path(head.tls_dir).parent),
     )
 
 
@@ -38,7 +39,6 @@ def running_proxy(cluster: LocalCluster) -> Iterator[ProxySettings]:
     """nginx in front of `cluster`'s dashboard for the block, answering its health check."""
     settings = local_settings(cluster)
     run_dir = Path(settings.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     conf = run_dir / dashboard_proxy.NGINX_CONF
     conf.write_text(dashboard_proxy.nginx_conf(settings))
     health = dashboard_proxy.health_check_command(settings)[1:]  # Docker's CMD form, run as Docker runs it

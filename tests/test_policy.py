@@ -246,7 +246,7 @@ def test_dashboards_from_their_sources_pass(prod, sources):
         f"ufw allow from 10.30.0.128/25 to any port {MONITORING.grafana} proto tcp",  # part of an admin network
         f"ufw allow from 10.20.0.12 to any port {MONITORING.prometheus} proto tcp",  # a cluster host
         f"ufw allow from 10.20.0.11/32 to any port {MONITORING.grafana} proto tcp",  # the same, as a /32
-        f"ufw allow from 10.20.0.0/24 to any port {RAY.dashboard} proto tcp",  # Ray's workers and jobs
+        f"ufw allow from 10.20.0.0/24 to any port {RAY.dashboard_https} proto tcp",  # Ray's workers and jobs, through the TLS proxy
     ):
         assert checks.dashboard_exposure_violations({**command, "stdin": with_rule(command["stdin"], line)}, sources) == [], line
 

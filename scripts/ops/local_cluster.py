@@ -25,11 +25,9 @@ import dataclasses
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -140,7 +138,8 @@ class LocalCluster:
         self.progress = progress
         self.extra_env = dict(extra_env or {})
         self.nodes: dict[str, LocalNode] = {}
-        self.ca_dir = Path(tempfile.mkdtemp(prefix="ray-tls-ca-"))
+        # Beside the head's own directories: whoever removes those removes the CA too.
+        self.ca_dir = Path(self.head.tls_dir).parent / "cluster-ca"
         self.ca = LocalCa(self.ca_dir)
         self.operator_tls = self.ca.issue(tls.operator_profile(), self.ca_dir / "operator")
 
@@ -247,7 +246,6 @@ class LocalCluster:
                 pass
         for node in self.nodes.values():
             kill_node_processes(node)
-        shutil.rmtree(self.ca_dir, ignore_errors=True)
 
 
 def kill_node_processes(node: LocalNode, ports_timeout: float = PORTS_TIMEOUT_S) -> set[int]:

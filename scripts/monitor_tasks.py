@@ -78,6 +78,16 @@ def table(per_tier: dict[str, dict[str, int]]) -> str:
     return "\n".join(f"{r[0]:<{width}}  {r[1]:>5}  {r[2]:>7}  {r[3]:>7}" for r in rows)
 
 
+def root_cause(error: BaseException) -> BaseException:
+    """The first error in the chain: Ray's state API wraps a TLS or connection failure in a
+    generic "Failed to connect to API server"."""
+    seen = {id(error)}
+    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        error = inner
+    return error
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.monitor_tasks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), required="RAY_ADDRESS" not in os.environ,
@@ -86,8 +96,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         per_tier = read_cluster(args.address)
-    except Exception as error:  # connection refused, authentication, a timeout: all say "cannot read"
-        print(f"cannot read the cluster at {args.address}: {error}", file=sys.stderr)
+    except Exception as error:  # connection refused, authentication, TLS, a timeout: all say "cannot read"
+        cause = root_cause(error)
+        because = f" (because: {type(cause).__name__}: {cause})" if cause is not error else ""
+        print(f"cannot read the cluster at {args.address}: {error}{because}", file=sys.stderr)
         return 1
     print(json.dumps(per_tier, indent=2) if args.json else table(per_tier))
     return 0

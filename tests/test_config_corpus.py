@@ -203,7 +203,7 @@ TYPOS = [
     ('ray env that turns auth off',
      '      schedule: always',
      '      schedule: always\n      rayEnv: {RAY_AUTH_MODE: disabled}',
-     ['ray-cluster:tiers.always-on.rayEnv: RAY_AUTH_MODE is set by the program (auth, addresses and ports are pinned): leave it out']),
+     ['ray-cluster:tiers.always-on.rayEnv: RAY_AUTH_MODE is set by the program (auth, TLS, addresses and ports are pinned): leave it out']),
     ('proxy without scheme',
      '    retentionDays: 30',
      '    retentionDays: 30\n  ray-cluster:proxy: {http: proxy.dc1:3128}',

@@ -71,5 +71,16 @@ def test_the_proxy_serves_tls_only_at_the_heads_ip_and_loopback_in_front_of_the_
     assert f"ssl_certificate {tls.CONTAINER_TLS_DIR}/{tls.NODE_CERT};" in conf
     assert f"ssl_certificate_key {tls.CONTAINER_TLS_DIR}/{tls.NODE_KEY};" in conf
     (proxy,) = [c for c in node_containers(prod_config, prod_config.head) if c.name == dashboard_proxy.CONTAINER_NAME]
-    assert proxy.image == prod_config.ray.dashboard_proxy_image
+    assert proxy.image == prod_config.image(prod_config.ray.dashboard_proxy_image)
     assert not [c for p in prod_config.placed_nodes if not p.node.head for c in node_containers(prod_config, p) if c.name == proxy.name]
+
+
+@pytest.mark.parametrize("variable", ["RAY_USE_TLS", "RAY_TLS_CA_CERT", "RAY_TLS_SERVER_KEY"])
+def test_a_tier_cannot_turn_tls_off_or_swap_its_certificates(raw, variable):
+    from components.model import config
+
+    raw["tiers"]["heavy-compute"]["rayEnv"] = {variable: "0"}
+    with pytest.raises(config.ConfigError) as refused:
+        config.load(raw)
+    assert "ray-cluster:tiers.heavy-compute.rayEnv" in str(refused.value) and variable in str(refused.value)
+    assert "TLS" in str(refused.value)

@@ -31,7 +31,7 @@ PINNED_RAY_ENV = frozenset({
     "DASHBOARD_METRIC_PORT", "RAY_GRAFANA_HOST", "RAY_PROMETHEUS_HOST", "RAY_PROMETHEUS_NAME",
     "RAY_GRAFANA_IFRAME_HOST", "RAY_REDIS_ADDRESS", "RAY_ADDRESS", "RAY_external_storage_namespace",
 })
-_PINNED_ENV_PATTERN = re.compile(r"(RAY_AUTH.*|.*_PORT|.*_ADDRESS|.*_HOST)", re.IGNORECASE)
+_PINNED_ENV_PATTERN = re.compile(r"(RAY_AUTH.*|RAY_USE_TLS|RAY_TLS_.*|.*_PORT|.*_ADDRESS|.*_HOST)", re.IGNORECASE)
 
 
 def _reserved_ports() -> dict[int, str]:
@@ -102,7 +102,7 @@ def _env(env: dict[str, str]) -> dict[str, str]:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"{name!r} is not an environment variable name: letters, digits and _")
         if name in PINNED_RAY_ENV or _PINNED_ENV_PATTERN.fullmatch(name):
-            raise ValueError(f"{name} is set by the program (auth, addresses and ports are pinned): leave it out")
+            raise ValueError(f"{name} is set by the program (auth, TLS, addresses and ports are pinned): leave it out")
     return env
 
 

@@ -63,8 +63,9 @@ class RayCluster(pulumi.ComponentResource):
             if cfg.registry and cfg.registry.username
             else None
         )
-        # Exists whatever the schedule: a tier coming or going never touches the CA.
-        ca = ClusterCa(f"{name}-tls-ca", pulumi.get_stack(), opts=child)
+        # Exists whatever the schedule: a tier coming or going never touches the CA. Like the
+        # VMs, only once the key pair is checked: a mismatched pair leaves nothing behind.
+        ca = ClusterCa(f"{name}-tls-ca", pulumi.get_stack(), opts=vm_opts)
         operator_cert, operator_key = ca.issue("operator-tls", tls_render.operator_profile())
 
         self.live_tiers = cfg.live_tiers(at)

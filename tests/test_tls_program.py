@@ -171,9 +171,11 @@ def test_no_private_key_in_any_plain_input(night):
 def test_the_ca_and_the_always_on_certificates_do_not_depend_on_the_schedule(raw, tmp_path):
     noon = run_at(raw, tmp_path, NOON)
     night = run_at(raw, tmp_path, NIGHT)
-    view = lambda run: {
-        (r.type, r.name): r.inputs for r in run.registrations if r.type.startswith("tls:") and not r.name.startswith("ray-hc-")
-    }
+    def view(run):
+        return {
+            (r.type, r.name): r.inputs for r in run.registrations if r.type.startswith("tls:") and not r.name.startswith("ray-hc-")
+        }
+
     assert view(noon) == view(night)
     assert not [r for r in noon.registrations if r.type.startswith("tls:") and r.name.startswith("ray-hc-")]
 

@@ -3,6 +3,7 @@ script that writes a node's files (run for real, as root, in a private mount nam
 and the dashboard proxy's nginx config."""
 import os
 import re
+from pathlib import Path
 import shutil
 import subprocess
 
@@ -11,6 +12,7 @@ import pytest
 from components.model.ports import RAY
 from components.render import dashboard_proxy, ray_start, tls
 from components.render.containers import node_containers
+from scripts.ops import ray_state
 
 PEMS = {
     tls.CA_CERT: "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n",
@@ -84,3 +86,14 @@ def test_a_tier_cannot_turn_tls_off_or_swap_its_certificates(raw, variable):
         config.load(raw)
     assert "ray-cluster:tiers.heavy-compute.rayEnv" in str(refused.value) and variable in str(refused.value)
     assert "TLS" in str(refused.value)
+
+
+def test_trusting_names_the_stack_outputs_ca_only_for_the_block(monkeypatch):
+    monkeypatch.delenv("RAY_TLS_CA_CERT", raising=False)
+    with ray_state.trusting("-----BEGIN CERTIFICATE-----\nthe CA\n-----END CERTIFICATE-----\n"):
+        ca_file = Path(os.environ["RAY_TLS_CA_CERT"])
+        assert ca_file.read_text().splitlines()[1] == "the CA"
+    assert "RAY_TLS_CA_CERT" not in os.environ and not ca_file.exists()
+    monkeypatch.setenv("RAY_TLS_CA_CERT", "/the/operators/ca.crt")  # named by the operator: kept
+    with ray_state.trusting("-----BEGIN CERTIFICATE-----\nanother\n-----END CERTIFICATE-----\n"):
+        assert os.environ["RAY_TLS_CA_CERT"] == "/the/operators/ca.crt"

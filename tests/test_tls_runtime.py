@@ -23,7 +23,6 @@ import pytest
 
 from components.render import dashboard_proxy, ray_start, tls
 from conftest import require_tool
-from scripts.ops import ray_state
 from scripts.ops.local_cluster import LocalCluster, localize
 from scripts.ops.local_proxy import running_proxy
 from scripts.ops.local_tls import LocalCa
@@ -35,7 +34,7 @@ WORKER_PORTS = (44000, 44999)
 NODES = ("ray-ao-1", "ray-hc-1")
 CPUS_PER_NODE = 2
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +66,6 @@ def tool(name: str, *argv: str, env: dict) -> subprocess.CompletedProcess:
 
 def client_address(cluster) -> str:
     return f"ray://127.0.0.1:{cluster.head.ports.client}"
-
-
-def test_trusting_names_the_stack_outputs_ca_only_for_the_block(monkeypatch):
-    monkeypatch.delenv("RAY_TLS_CA_CERT", raising=False)
-    with ray_state.trusting("-----BEGIN CERTIFICATE-----\nthe CA\n-----END CERTIFICATE-----\n"):
-        ca_file = Path(os.environ["RAY_TLS_CA_CERT"])
-        assert ca_file.read_text().splitlines()[1] == "the CA"
-    assert "RAY_TLS_CA_CERT" not in os.environ and not ca_file.exists()
-    monkeypatch.setenv("RAY_TLS_CA_CERT", "/the/operators/ca.crt")  # named by the operator: kept
-    with ray_state.trusting("-----BEGIN CERTIFICATE-----\nanother\n-----END CERTIFICATE-----\n"):
-        assert os.environ["RAY_TLS_CA_CERT"] == "/the/operators/ca.crt"
 
 
 def test_the_rendered_environment_turns_mutual_tls_on(cluster):

@@ -88,8 +88,8 @@ class NodeTls(pulumi.ComponentResource):
         name = placed.node.name
         super().__init__("ray-cluster:index:NodeTls", name, None, opts)
         cert_pem, key_pem = ca.issue(f"{name}-tls", tls_render.node_profile(name, str(placed.node.ip)))
-        script = pulumi.Output.all(ca.cert_pem, cert_pem, key_pem).apply(
-            lambda pems: tls_render.tls_files_script(*pems, owner=f"{IMAGE_UID}:{IMAGE_GID}")
+        script: pulumi.Output[str] = pulumi.Output.all(ca.cert_pem, cert_pem, key_pem).apply(
+            lambda pems: tls_render.tls_files_script(pems[0], pems[1], pems[2], owner=f"{IMAGE_UID}:{IMAGE_GID}")
         )
         # Ray reads its certificates once, at start: a new certificate (renewal, a new CA)
         # replaces this command, and the containers that read it are replaced with it.
@@ -98,7 +98,7 @@ class NodeTls(pulumi.ComponentResource):
             f"{name}-tls-files",
             connection=connection,
             create="sudo sh -s",
-            stdin=pulumi.Output.secret(script),
+            stdin=script,  # secret: the key in it is
             triggers=[ca.cert_pem, cert_pem],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[firewall_ready], deleted_with=vm),
         )

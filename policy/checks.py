@@ -245,7 +245,7 @@ def _ray_ports() -> dict[str, PortRange]:
 
 
 DASHBOARDS: dict[str, int] = {
-    "Ray dashboard": RAY.dashboard,
+    "Ray dashboard": RAY.dashboard_https,  # its TLS proxy; the dashboard itself answers on loopback only
     "Grafana": MONITORING.grafana,
     "Prometheus": MONITORING.prometheus,
 }

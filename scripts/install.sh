@@ -5,7 +5,8 @@
 # redis-server (GCS fault tolerance), cloud-init, ufw, iproute2 (network
 # namespaces for the firewall and head-restart tests), openssh-server (a real sshd,
 # in a namespace, for the SSH client tests), docker-registry (the LAN image mirror's
-# registry) and rsyslog (the log shipping to the monitoring host).
+# registry), rsyslog (the log shipping to the monitoring host), nginx and curl
+# (the dashboard's TLS proxy and its health check).
 set -euo pipefail
 case "${1:-}" in
   -h|--help) echo "usage: bash scripts/install.sh   (no options)"; sed -n '2,5s/^# //p' "$0"; exit 0 ;;
@@ -24,7 +25,7 @@ among() { local x="$1"; shift; local y; for y in "$@"; do [ "$x" = "$y" ] && ret
 # services on :9090/:9100 on all interfaces, and cloud-init would run at the next
 # boot. So: packages already present are left alone (not reinstalled or upgraded,
 # their services untouched); those this run installs get their services kept off.
-DEBS=(prometheus prometheus-node-exporter prometheus-alertmanager redis-server cloud-init netplan.io ufw iproute2 iptables procps openssh-server docker-registry rsyslog)
+DEBS=(prometheus prometheus-node-exporter prometheus-alertmanager redis-server cloud-init netplan.io ufw iproute2 iptables procps openssh-server docker-registry rsyslog nginx-light curl)
 missing=()
 for deb in "${DEBS[@]}"; do installed "$deb" || missing+=("$deb"); done
 # A Docker CLI (no daemon needed) lets tests/test_render.py compare `docker run` with Pulumi's containers.
@@ -62,6 +63,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   among prometheus-node-exporter "${missing[@]}" && units+=(prometheus-node-exporter.service)
   among prometheus-alertmanager "${missing[@]}" && units+=(prometheus-alertmanager.service)
   among redis-server "${missing[@]}" && units+=(redis-server.service)
+  among nginx-light "${missing[@]}" && units+=(nginx.service)
   among docker.io "${missing[@]}" && units+=(docker.service docker.socket containerd.service)
   among openssh-server "${missing[@]}" && units+=(ssh.service)
   among docker-registry "${missing[@]}" && units+=(docker-registry.service)

@@ -1,8 +1,11 @@
 """Running and pending Ray tasks per tier (the seeds' `make monitor`).
 
-    RAY_AUTH_TOKEN=... python -m scripts.monitor_tasks --address http://HEAD:8265 [--json]
+    RAY_AUTH_TOKEN=... RAY_TLS_CA_CERT=... python -m scripts.monitor_tasks --address https://HEAD:8443 [--json]
 
-`--address` is the stack output `dashboardUrl` (or the GCS address `rayAddress`).
+`--address` is the stack output `dashboardUrl` (the dashboard's TLS proxy,
+verified against RAY_TLS_CA_CERT), or the GCS address `rayAddress` (Ray's
+mutual TLS: RAY_USE_TLS and a client certificate too, README "Encrypted Ray
+traffic").
 A running task counts for the tier of the node it runs on. A pending task counts
 for the tier it asks for (`label_selector={"tier": ...}` or the custom resource
 `tier:<name>`), else for its node's tier once it has one, else "(any)". Pending
@@ -54,7 +57,7 @@ def tasks_per_tier(nodes: list[ray_state.RayNodeView], tasks: list) -> dict[str,
 
 
 def read_cluster(address: str) -> dict[str, dict[str, int]]:
-    ray_state.use_token_from_env()
+    ray_state.use_credentials_from_env()
     from ray.util.state import list_tasks
 
     tasks = list_tasks(
@@ -75,16 +78,28 @@ def table(per_tier: dict[str, dict[str, int]]) -> str:
     return "\n".join(f"{r[0]:<{width}}  {r[1]:>5}  {r[2]:>7}  {r[3]:>7}" for r in rows)
 
 
+def root_cause(error: BaseException) -> BaseException:
+    """The first error in the chain: Ray's state API wraps a TLS or connection failure in a
+    generic "Failed to connect to API server"."""
+    seen = {id(error)}
+    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        error = inner
+    return error
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.monitor_tasks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), required="RAY_ADDRESS" not in os.environ,
-                        help="dashboard URL (http://HEAD:8265) or GCS address (HEAD:6379)")
+                        help="dashboard URL (https://HEAD:8443) or GCS address (HEAD:6379)")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = parser.parse_args(argv)
     try:
         per_tier = read_cluster(args.address)
-    except Exception as error:  # connection refused, authentication, a timeout: all say "cannot read"
-        print(f"cannot read the cluster at {args.address}: {error}", file=sys.stderr)
+    except Exception as error:  # connection refused, authentication, TLS, a timeout: all say "cannot read"
+        cause = root_cause(error)
+        because = f" (because: {type(cause).__name__}: {cause})" if cause is not error else ""
+        print(f"cannot read the cluster at {args.address}: {error}{because}", file=sys.stderr)
         return 1
     print(json.dumps(per_tier, indent=2) if args.json else table(per_tier))
     return 0

@@ -5,6 +5,9 @@
 No vSphere, no Docker. The stack's config is read as the program reads it
 (`read_stack_file`), and each node runs the very entrypoint script, labels,
 resources and environment rendered for its container, with a fresh token.
+Ray's TLS is on as rendered (each node's certificate issued by a throwaway CA
+from the profile the program issues it from), and the smoke test, drivers and
+drain present a node's certificate, as on the VMs.
 Only what one machine forces is changed (`local_cluster.localize`): one node
 per tier (the head counts for its tier), addresses 127.0.0.1 (on a network
 with more than loopback Ray advertises the machine's own address instead, and

@@ -1,10 +1,13 @@
 """Post-deploy smoke test: every live tier runs work, on its own nodes only.
 
-    RAY_AUTH_TOKEN=... python -m scripts.smoke_test --address ray://HEAD:10001 [--tier NAME ...] [--tasks 50] [--json]
-        [--dashboard http://HEAD:8265]
+    RAY_AUTH_TOKEN=... RAY_USE_TLS=1 RAY_TLS_CA_CERT=... RAY_TLS_SERVER_CERT=... RAY_TLS_SERVER_KEY=... \
+        python -m scripts.smoke_test --address ray://HEAD:10001 [--tier NAME ...] [--tasks 50] [--json]
+        [--dashboard https://HEAD:8443]
 
 `--address` is anything `ray.init` takes: from an admin machine the stack output
-`rayClientAddress`, on a cluster node the GCS address `rayAddress`. For each
+`rayClientAddress` (with the operators' client certificate, README "Encrypted
+Ray traffic"), on a cluster node the GCS address `rayAddress` (with the node's
+certificate: a driver there serves gRPC too). For each
 tier (default: every tier with a live node) it submits N small tasks with
 `label_selector={"tier": tier}`, checks that each ran on a node of that tier,
 and reports the throughput in tasks/s. With `--dashboard` it also submits a job
@@ -12,7 +15,8 @@ the documented way for long jobs (scripts/ops/jobs.py) and checks that its
 driver ran on an always-on worker, where a head restart cannot kill it.
 
 Exit codes: 0 every tier passed, 1 a tier failed (no live node, a task ran
-elsewhere, or the tasks did not finish in time), 2 the cluster could not be reached.
+elsewhere, or the tasks did not finish in time), 2 the cluster could not be reached
+(also: no token, or no certificate from the cluster's CA).
 """
 from __future__ import annotations
 
@@ -121,11 +125,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--tier", action="append", help="a tier to test (repeatable); default: every live tier")
     parser.add_argument("--tasks", type=int, default=50, help="tasks per tier")
     parser.add_argument("--timeout", type=float, default=120, help="seconds per tier")
-    parser.add_argument("--dashboard", help="http://HEAD:8265: also check that a long job's driver avoids the head")
+    parser.add_argument("--dashboard", help="https://HEAD:8443 (dashboardUrl): also check that a long job's driver avoids the head")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    ray_state.use_token_from_env()
+    ray_state.use_credentials_from_env()
     import ray
 
     try:

@@ -35,17 +35,24 @@ def on_node(name: str) -> OnNode:
     return OnNode(name, vm, CONNECTION, provider, pulumi.CustomResource("test:index:Ready", f"{name}-ready", {}))
 
 
+def tls_files(name: str) -> pulumi.CustomResource:
+    return pulumi.CustomResource("test:index:Files", f"{name}-tls-files", {})
+
+
 def test_a_worker_ray_node_from_its_args_alone():
     def build():
         head = docker.Container("head-ray", image="x", name="ray-node")
         drain = DrainArgs("sudo sh -s", "drain-it", "ops", "192.0.2.10", pulumi.Output.from_input("ssh-ed25519 AAAAtest"))
-        RayNode(RayNodeArgs(on_node("w1"), SPEC, pulumi.Output.secret("token"), head_container=head, drain=drain))
+        RayNode(RayNodeArgs(on_node("w1"), SPEC, pulumi.Output.secret("token"), tls_files("w1"), head_container=head, drain=drain))
 
     run = run_component(build)
     container = run.one(CONTAINER, "w1-ray")
     assert container.inputs["name"] == "ray-node" and container.deleted_with == run.one("test:index:Vm", "w1-vm").urn
     assert {label["label"]: label["value"] for label in container.inputs["labels"]} == {HEAD_CONTAINER_LABEL: "head-ray-id"}
     assert "envs" in container.secret_inputs
+    # Ray reads its certificates at start: it waits for them, and new ones replace the container.
+    files = run.one("test:index:Files", "w1-tls-files").urn
+    assert files in container.dependencies and container.replace_with == [files]
     delivered = run.one(COMMAND, "w1-drain-program")
     assert delivered.inputs["stdin"] == "sudo sh -s" and delivered.deleted_with
     drain_on_delete = run.one(LOCAL_COMMAND, "w1-drain-on-delete")
@@ -53,7 +60,7 @@ def test_a_worker_ray_node_from_its_args_alone():
 
 
 def test_the_head_has_no_drain_and_no_head_label():
-    run = run_component(lambda: RayNode(RayNodeArgs(on_node("h"), SPEC, pulumi.Output.secret("token"))))
+    run = run_component(lambda: RayNode(RayNodeArgs(on_node("h"), SPEC, pulumi.Output.secret("token"), tls_files("h"))))
     assert not run.of_type(LOCAL_COMMAND) and not run.of_type(COMMAND)
     assert not run.one(CONTAINER, "h-ray").inputs.get("labels")
 

@@ -203,7 +203,7 @@ TYPOS = [
     ('ray env that turns auth off',
      '      schedule: always',
      '      schedule: always\n      rayEnv: {RAY_AUTH_MODE: disabled}',
-     ['ray-cluster:tiers.always-on.rayEnv: RAY_AUTH_MODE is set by the program (auth, addresses and ports are pinned): leave it out']),
+     ['ray-cluster:tiers.always-on.rayEnv: RAY_AUTH_MODE is set by the program (auth, TLS, addresses and ports are pinned): leave it out']),
     ('proxy without scheme',
      '    retentionDays: 30',
      '    retentionDays: 30\n  ray-cluster:proxy: {http: proxy.dc1:3128}',
@@ -281,9 +281,16 @@ def test_the_program_ends_with_a_run_error_before_any_resource(tmp_path, monkeyp
     from scripts.ops import program_mocks
     from tests.conftest import prod_raw
 
+    from pulumi.runtime import settings
+
     registered, register = [], program_mocks.RecordingMonitor.RegisterResource
-    monkeypatch.setattr(program_mocks.RecordingMonitor, "RegisterResource",
-                        lambda self, request: registered.append(request.type) or register(self, request))
+
+    def recording(self, request):
+        if self is settings.SETTINGS.monitor:  # this run's: a previous failed run may still be finishing its own
+            registered.append(request.type)
+        return register(self, request)
+
+    monkeypatch.setattr(program_mocks.RecordingMonitor, "RegisterResource", recording)
     raw = prod_raw()
     raw["tiers"]["heavy-compute"]["nodes"][1]["ip"] = "10.20.0.322"
     with pytest.raises(pulumi.RunError) as caught:

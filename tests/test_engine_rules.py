@@ -192,6 +192,8 @@ def test_0545_removal_drains_each_heavy_node_before_its_container_and_vm(prod_co
         on_node = [s for s in plan.steps if s.op == "delete" and s.name.startswith(node)]
         assert {(s.kind, s.name) for s in on_node if s.calls_provider} == {
             ("Command", f"{node}-drain-on-delete"), ("VirtualMachine", node), ("PrivateKey", f"{node}-host-key"),
+            # The node's TLS key and certificate: Pulumi state only, no SSH.
+            ("PrivateKey", f"{node}-tls-key"), ("CertRequest", f"{node}-tls-csr"), ("LocallySignedCert", f"{node}-tls-cert"),
         }
     # The always-on tier: only the monitoring host's schedule files are rewritten.
     monitoring_host = prod_config.monitoring_host.node.name

@@ -25,10 +25,11 @@ RAY_SINGLE_PORTS = {
     f.name: getattr(RAY, f.name) for f in dataclasses.fields(RAY) if f.name not in ("min_worker", "max_worker")
 }
 RAY_METRICS = {"metrics_export", "autoscaler_metrics", "dashboard_metrics"}
-RAY_ENTRY = {"dashboard", "client"}  # the head's doors for people and jobs
-HEAD_ONLY = {"gcs", "dashboard", "client", "autoscaler_metrics", "dashboard_metrics"}
+RAY_ENTRY = {"dashboard_https", "client"}  # the head's doors for people and jobs (the dashboard's TLS proxy)
+LOOPBACK_ONLY = {"dashboard"}  # plain HTTP: only the TLS proxy on the head reaches it
+HEAD_ONLY = {"gcs", "dashboard_https", "client", "autoscaler_metrics", "dashboard_metrics"}
 # Every other Ray port is internal: between the cluster's nodes only.
-RAY_INTERNAL = set(RAY_SINGLE_PORTS) - RAY_METRICS - RAY_ENTRY
+RAY_INTERNAL = set(RAY_SINGLE_PORTS) - RAY_METRICS - RAY_ENTRY - LOOPBACK_ONLY
 
 # What the packet tests connect to on the head: every Ray port, the worker range's
 # ends and middle, and a few others. Each peer is named for where it sits.
@@ -107,6 +108,7 @@ def test_ray_ports_open_only_to_whom_they_serve(prod_config):
             expected = {monitor} if name in RAY_METRICS else admins | nodes if name in RAY_ENTRY else nodes
             assert opened_to == expected, (placed.node.name, name)
         assert set(sources) >= (RAY_INTERNAL - HEAD_ONLY) | {"workers", "metrics_export"}, placed.node.name
+        assert not set(sources) & LOOPBACK_ONLY, placed.node.name
 
 
 def test_a_tier_off_now_keeps_its_nodes_in_every_firewall(raw):

@@ -160,9 +160,10 @@ def test_every_node_pulls_its_images_from_the_filled_mirror_it_trusts(night, pro
             assert image.inputs["name"].startswith(mirror + "/"), image.inputs["name"]
             assert {trust.urn, copy.urn} <= set(image.dependencies), image_name
     # The only images pulled from elsewhere: the always-on services' own (the monitoring host's, the
-    # GCS store's on the head), pulled by day; no heavy-tier node pulls anything from outside.
+    # GCS store's, the head's dashboard proxy), pulled by day; no heavy-tier node pulls anything from outside.
     elsewhere = {i.name for i in night.of_type(IMAGE) if not i.inputs["name"].startswith(mirror + "/")}
     upstream = {f"{host}-{role}-upstream-image" for role in ("ray", "node-exporter", "cadvisor")}
     own = {f"{host}-{service}-image" for service in ("image-mirror", "prometheus", "grafana", "alertmanager")}
-    assert elsewhere == own | upstream | {f"{prod_config.redis_host.node.name}-redis-image"}
+    head_services = {f"{prod_config.redis_host.node.name}-redis-image", f"{prod_config.head.node.name}-dashboard-proxy-image"}
+    assert elsewhere == own | upstream | head_services
     assert not any(name.startswith("ray-hc-") for name in elsewhere)

@@ -114,7 +114,7 @@ def with_extra_ports(raw: dict, tier: str, ports: list[dict]) -> dict:
     return raw
 
 
-SERVE, CUSTOM = 8000, 8443
+SERVE, CUSTOM = 8000, 9443  # (8443 is the dashboard's TLS proxy)
 
 
 def test_extra_ports_open_on_their_tier_only(raw):

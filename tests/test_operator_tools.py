@@ -1,9 +1,11 @@
 """The operator tools against a real Ray cluster on 127.0.0.1, started from the
 rendered prod commands of the head (always-on) and one heavy-compute node.
 
-The tools run as their users run them (`python -m scripts.<tool>` with only
-RAY_AUTH_TOKEN in the environment); the test process itself loads work
-through `local_cluster.driver`, which restores Ray's auth state afterwards.
+The tools run as their users run them on the head (`python -m scripts.<tool>`
+with only RAY_AUTH_TOKEN and the node's TLS credentials in the environment;
+the operators' client-only certificate is tests/test_tls_runtime.py's); the
+test process itself loads work through `local_cluster.driver`, which restores
+Ray's auth state afterwards.
 """
 import dataclasses
 import json
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from components.render import ray_start
+from components.render import ray_start, tls
 from scripts import smoke_test
 from scripts.ops import scheduling
 from scripts.ops.local_cluster import LocalCluster, driver, localize
@@ -46,6 +48,7 @@ def cluster(prod_config):
 
 def python(cluster, *argv: str, token: bool = True) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env |= tls.tls_env(cluster.head.tls_dir)  # Ray's gRPC is mutual TLS: a client presents a certificate
     if token:
         env["RAY_AUTH_TOKEN"] = cluster.token  # the tools turn token mode on themselves
     return subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)

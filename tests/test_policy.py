@@ -225,7 +225,7 @@ def test_firewall_ignores_rules_that_open_nothing_to_everyone(prod):
     [
         (f"ufw allow {MONITORING.grafana}/tcp", "Grafana"),
         (f"ufw allow from 192.168.0.0/16 to any port {MONITORING.prometheus} proto tcp", "Prometheus"),
-        (f"ufw allow from 10.0.0.0/8 to any port {RAY.dashboard} proto tcp", "Ray dashboard"),
+        (f"ufw allow from 10.0.0.0/8 to any port {RAY.dashboard_https} proto tcp", "Ray dashboard"),
         ("ufw allow from 172.16.5.5", "Ray dashboard, Grafana, Prometheus"),
         # The UIs are for people: the cluster network as a whole, or part of it, may not reach them.
         (f"ufw allow from 10.20.0.0/24 to any port {MONITORING.grafana}", "Grafana"),
@@ -250,7 +250,7 @@ def test_dashboards_from_their_sources_pass(prod, sources):
         f"ufw allow from 10.30.0.128/25 to any port {MONITORING.grafana} proto tcp",  # part of an admin network
         f"ufw allow from 10.20.0.12 to any port {MONITORING.prometheus} proto tcp",  # a cluster host
         f"ufw allow from 10.20.0.11/32 to any port {MONITORING.grafana} proto tcp",  # the same, as a /32
-        f"ufw allow from 10.20.0.0/24 to any port {RAY.dashboard} proto tcp",  # Ray's workers and jobs
+        f"ufw allow from 10.20.0.0/24 to any port {RAY.dashboard_https} proto tcp",  # Ray's workers and jobs, through the TLS proxy
     ):
         assert checks.dashboard_exposure_violations({**command, "stdin": with_rule(command["stdin"], line)}, sources) == [], line
 

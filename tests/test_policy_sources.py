@@ -59,12 +59,12 @@ def test_a_source_outside_the_stacks_networks_is_caught(prod, sources, line):
 
 def test_a_network_an_extra_port_names_may_reach_that_port_only(prod):
     raw = prod_raw()
-    raw["tiers"]["always-on"]["extraPorts"] = [{"port": 8443, "toPort": 8444, "from": ["10.99.0.0/24"]}]
+    raw["tiers"]["always-on"]["extraPorts"] = [{"port": 8453, "toPort": 8454, "from": ["10.99.0.0/24"]}]
     sources = checks.dashboard_sources(config.load(raw))
     command = head_firewall(prod)
-    allowed = with_rule(command["stdin"], "ufw allow from 10.99.0.0/24 to any port 8443:8444 proto tcp")
+    allowed = with_rule(command["stdin"], "ufw allow from 10.99.0.0/24 to any port 8453:8454 proto tcp")
     assert checks.source_violations({**command, "stdin": allowed}, sources) == []
-    for line in ("ufw allow from 10.99.0.0/24 to any port 22 proto tcp", "ufw allow from 10.99.0.0/16 to any port 8443 proto tcp"):
+    for line in ("ufw allow from 10.99.0.0/24 to any port 22 proto tcp", "ufw allow from 10.99.0.0/16 to any port 8453 proto tcp"):
         (message,) = checks.source_violations({**command, "stdin": with_rule(command["stdin"], line)}, sources)
         assert "or for an extra port the networks in its tier's extraPorts `from`" in message, line
 

@@ -179,7 +179,7 @@ def test_no_secret_in_plain_inputs(night):
 
 def test_outputs(night):
     assert night.outputs["headIp"] == "10.20.0.11"
-    assert night.outputs["dashboardUrl"] == "http://10.20.0.11:8265"
+    assert night.outputs["dashboardUrl"] == "https://10.20.0.11:8443"  # the TLS proxy
     assert night.outputs["rayAddress"] == "10.20.0.11:6379"
     assert [(n["name"], n["tier"]) for n in night.outputs["nodes"]] == [(n, "always-on") for n in AO] + [
         (n, "heavy-compute") for n in HC
@@ -299,7 +299,7 @@ def test_drain_on_delete_for_every_worker_before_container_and_vm(night, prod_co
 
 def test_monitoring_containers(night, prod_config):
     host = prod_config.monitoring_host.node.name
-    monitoring = [c for c in night.of_type(CONTAINER) if not c.name.endswith(("-ray", "-redis"))]
+    monitoring = [c for c in night.of_type(CONTAINER) if not c.name.endswith(("-ray", "-redis", "-dashboard-proxy"))]
     names = sorted(c.name for c in monitoring)
     expected = sorted(
         [f"{n}-node-exporter" for n in AO + HC] + [f"{n}-cadvisor" for n in AO + HC]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from components.render import ray_start
+from components.render import dashboard_proxy, ray_start
 from components.model.ports import RAY, RayPorts
 from conftest import prod_raw
 from scripts.ops.local_cluster import LocalCluster, driver, localize
@@ -64,9 +65,12 @@ def heavy(prod_config):
 # ---- Rendering ----
 
 
-def test_every_ray_port_is_pinned_on_the_head_from_ports_py(head):
+def test_every_ray_port_is_pinned_on_the_head_from_ports_py(head, prod_config):
     pinned = {field: flags(ray_start.ray_start_args(head))[flag] for flag, field in HEAD_PORT_FLAGS.items()}
     pinned |= {field: ray_start.ray_env(head)[var] for var, field in HEAD_PORT_ENV.items()}
+    # The dashboard's HTTPS port is the TLS proxy's: pinned in the nginx config the head gets.
+    conf = dashboard_proxy.nginx_conf(dashboard_proxy.proxy_settings(prod_config))
+    (pinned["dashboard_https"],) = set(re.findall(r"listen [\d.]+:(\d+) ssl;", conf))
     assert pinned == {f.name: str(getattr(RAY, f.name)) for f in dataclasses.fields(RayPorts)}
 
 
@@ -81,10 +85,10 @@ def test_workers_pin_their_ports_and_join_the_head(heavy, prod_config):
     assert not HEAD_PORT_ENV.keys() & ray_start.ray_env(heavy).keys()
 
 
-def test_head_serves_dashboard_and_client_on_all_interfaces(head):
+def test_head_serves_the_plain_dashboard_on_loopback_only(head):
     args = flags(ray_start.ray_start_args(head))
     assert "head" in args and "address" not in args
-    assert args["dashboard-host"] == "0.0.0.0"
+    assert args["dashboard-host"] == "127.0.0.1"  # the network gets it through the TLS proxy
     assert args["node-ip-address"] == "10.20.0.11"
 
 
@@ -182,7 +186,9 @@ def test_tier_label_and_custom_resource_route_tasks_to_the_tier(cluster):
 
 
 def test_clients_without_the_token_are_refused(cluster, tmp_path):
-    stranger = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    # With the cluster's TLS credentials, so that it is the token that is missing.
+    tls_only = {k: v for k, v in cluster.client_env().items() if k.startswith(("RAY_USE_TLS", "RAY_TLS_"))}
+    stranger = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | tls_only
     # No token anywhere (not even ~/.ray/auth_token); stop retrying after 2 s instead of 20.
     stranger |= {"HOME": str(tmp_path), "RAY_gcs_server_port_wait_time_s": "2"}
     connect = f"import ray; ray.init(address={cluster.gcs_address!r}, log_to_driver=False)"

@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from scripts.ops import local_cluster
+from tls_probe import refusal
 
 from scripts.ops import rehearsal_setup
 from scripts.ops.local_cluster import listening_ports
@@ -55,6 +56,13 @@ class Rehearsed:
 
     def printed_url(self, name: str) -> str:
         return re.search(rf"{name}: +(http://\S+)", self.stderr).group(1)
+
+    def printed_tls(self, variable: str) -> str:
+        """From the printed `TLS env: export ...` line."""
+        return re.search(rf"TLS env: +export .*\b{variable}=(\S+)", self.stderr).group(1)
+
+    def printed_gcs_port(self) -> int:
+        return int(re.search(r"Ray address: +127\.0\.0\.1:(\d+)", self.stderr).group(1))
 
 
 def rehearse(*args: str) -> list[str]:
@@ -129,7 +137,9 @@ def changed_and_interrupted(tmp_path_factory) -> Rehearsed:
         dashboard, prometheus = up.printed_url("Ray dashboard"), up.printed_url("Prometheus")
         nodes = get_json(f"{dashboard}/api/v0/nodes?detail=true", up.token)["data"]["result"]["result"]
         printed_ports = {int(url.rsplit(":", 1)[1]) for url in (dashboard, prometheus)}
+        ca, node_cert = up.printed_tls("RAY_TLS_CA_CERT"), (up.printed_tls("RAY_TLS_SERVER_CERT"), up.printed_tls("RAY_TLS_SERVER_KEY"))
         return {
+            "gcsRefusal": {"nodeCertificate": refusal(up.printed_gcs_port(), ca, node_cert), "none": refusal(up.printed_gcs_port(), ca, None)},
             "alive": {(n["node_name"], n["labels"]["tier"]) for n in nodes if n["state"] == "ALIVE"},
             "resources": {n["node_name"]: n["resources_total"] for n in nodes if n["state"] == "ALIVE"},
             "scraped": scraped_nodes(prometheus),
@@ -254,6 +264,14 @@ def test_the_rehearsal_runs_the_changed_stack_not_a_copy_of_its_own(changed_and_
     assert run.live["scraped"] == {"ray-ao-1", "ray-ao-2", "ray-ao-3", "ray-hc-7", "ray-hc-2", "ray-hc-3", "ray-gpu-1"}
     smoke = {r["tier"]: r["ok"] for r in run.summary["smoke"]}
     assert smoke == {"always-on": True, "heavy-compute": True, "gpu-night": True}
+
+
+def test_the_rehearsal_runs_ray_over_mutual_tls(changed_and_interrupted):
+    # The GCS lets in a client with a node's certificate from the cluster CA, and no other;
+    # every tier's smoke test passed over it.
+    refusals = changed_and_interrupted.live["gcsRefusal"]
+    assert refusals["nodeCertificate"] == "" and refusals["none"], refusals
+    assert all(r["ok"] for r in changed_and_interrupted.summary["smoke"])
 
 
 def test_each_node_gets_its_share_of_this_machine(changed_and_interrupted):

@@ -245,10 +245,11 @@ def test_each_node_runs_its_containers(docker_argvs, prod_config):
     monitor = prod_config.monitoring_host.node.name
     for node, argvs in docker_argvs.items():
         names = [argv[argv.index("--name") + 1] for argv in argvs]
+        proxy = ["ray-dashboard-proxy"] * (node == prod_config.head.node.name)  # the dashboard's TLS proxy
         expected = (
             ["image-mirror"] * (node == monitor)
             + [redis_store.CONTAINER_NAME] * (node == prod_config.redis_host.node.name)
-            + [ray_start.CONTAINER_NAME, "node-exporter", "cadvisor"]
+            + [ray_start.CONTAINER_NAME, *proxy, "node-exporter", "cadvisor"]
             + ["prometheus", "grafana", "alertmanager"] * (node == monitor)
         )
         assert names == expected and all(argv[:2] == ["run", "--detach"] for argv in argvs)

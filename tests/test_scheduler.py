@@ -397,6 +397,21 @@ class TestPlanAndStatus:
         assert report["nodes"]["heavy-compute"] == {"joined": ["ray-hc-1", "ray-hc-2"], "missing": ["ray-hc-3"]}
         assert report["unexpected"] == []
 
+    def test_status_probes_the_https_dashboard_trusting_the_ca_output(self, prod_config, tmp_path, monkeypatch):
+        monkeypatch.delenv("RAY_TLS_CA_CERT", raising=False)
+        stack = StandInStack(prod_config, deployed_at=EVENING)
+        ca_pem = "-----BEGIN CERTIFICATE-----\nthe cluster CA\n-----END CERTIFICATE-----\n"
+        stack.deployed |= {"dashboardUrl": "https://head.invalid:8443", "rayTlsCaCert": ca_pem}
+        ray, trusted = FakeRay(stack), []
+
+        def probe(address):
+            trusted.append(Path(os.environ["RAY_TLS_CA_CERT"]).read_text())  # what the probe verifies HTTPS with
+            return ray(address)
+
+        code, _ = Harness(stack, tmp_path, probe)("status")
+        assert code == scheduling.OK and trusted == [ca_pem] and ray.probes == ["https://head.invalid:8443"]
+        assert "RAY_TLS_CA_CERT" not in os.environ  # a file for the probe only
+
     def test_status_names_nodes_the_stack_does_not_declare(self, prod_config, tmp_path):
         stack = StandInStack(prod_config, deployed_at=NOON)
         leftover = RayNodeView(node_id="x", name="ray-hc-1", ip="10.20.0.21", tier="heavy-compute", is_head=False)

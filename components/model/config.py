@@ -64,8 +64,10 @@ class Ray(ConfigModel):
     image_digest: Optional[f.Digest] = None
     drain_grace_minutes: int = Field(default=10, gt=0)
     object_store_fraction: float = Field(default=0.3, gt=0, le=0.8)
+    # nginx serving the dashboard and Jobs API over TLS (components/render/dashboard_proxy.py); it ships curl.
+    dashboard_proxy_image: str = "nginx:1.26.3-alpine"
 
-    _pinned = field_validator("image")(classmethod(lambda cls, v: require_pinned(v)))
+    _pinned = field_validator("image", "dashboard_proxy_image")(classmethod(lambda cls, v: require_pinned(v)))
 
     @property
     def version(self) -> str:

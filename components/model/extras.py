@@ -32,6 +32,7 @@ PINNED_RAY_ENV = frozenset({
     "DASHBOARD_METRIC_PORT", "RAY_GRAFANA_HOST", "RAY_PROMETHEUS_HOST", "RAY_PROMETHEUS_NAME",
     "RAY_GRAFANA_IFRAME_HOST", "RAY_REDIS_ADDRESS", "RAY_ADDRESS", "RAY_external_storage_namespace",
     "RAY_REDIS_PASSWORD", "RAY_gcs_rpc_server_reconnect_timeout_s",
+    "RAY_USE_TLS", "RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_TLS_CA_CERT",
 })
 _PINNED_ENV_PATTERN = re.compile(r"(RAY_AUTH.*|.*_PORT|.*_ADDRESS|.*_HOST)", re.IGNORECASE)
 
@@ -111,7 +112,7 @@ def _env(env: dict[str, str]) -> dict[str, str]:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"{name!r} is not an environment variable name: letters, digits and _")
         if name in PINNED_RAY_ENV or _PINNED_ENV_PATTERN.fullmatch(name):
-            raise ValueError(f"{name} is set by the program (auth, addresses and ports are pinned): leave it out")
+            raise ValueError(f"{name} is set by the program (auth, TLS, addresses and ports are pinned): leave it out")
     return env
 
 

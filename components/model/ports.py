@@ -23,7 +23,8 @@ REDIS = 6390
 class RayPorts:
     # Fixed by Ray's defaults; pinned anyway so flags and firewall agree.
     gcs: int = 6379
-    dashboard: int = 8265  # dashboard + Jobs API
+    dashboard: int = 8265  # dashboard + Jobs API, plain HTTP on 127.0.0.1 only (the TLS proxy serves it)
+    dashboard_https: int = 8443  # head only: the TLS proxy in front of the dashboard and Jobs API
     client: int = 10001
     dashboard_agent_http: int = 52365
     autoscaler_metrics: int = 44217  # head only

@@ -16,7 +16,7 @@ from typing import Optional
 
 from components.render import alerting_config as ac
 from components.render import monitoring_config as mc
-from components.render import image_mirror, ray_start, redis_store
+from components.render import dashboard_proxy, image_mirror, ray_start, redis_store, tls
 from components.render.image_mirror import image_reference, on_mirror
 from components.model.config import ClusterConfig, PlacedNode
 from components.model.ports import MONITORING, REDIS
@@ -99,7 +99,10 @@ def ray_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
         health=HealthCheck(tuple(ray_start.health_check_command(settings)), "15s", "5s", 4, "60s"),
         env=env,
         secret_env=("RAY_AUTH_TOKEN",) + ((ray_start.REDIS_PASSWORD_ENV,) if settings.gcs_store else ()),
-        binds=(Bind(ray_start.HOST_DATA_DIR, ray_start.CONTAINER_DATA_DIR, read_only=False),),
+        binds=(
+            Bind(ray_start.HOST_DATA_DIR, ray_start.CONTAINER_DATA_DIR, read_only=False),
+            Bind(tls.HOST_TLS_DIR, tls.CONTAINER_TLS_DIR),
+        ),
         shm_size_mb=settings.shm_bytes // 2**20,
         stop_timeout=ray_start.stop_grace_seconds(cfg, placed),
         labels={"ray-cluster.tier": placed.tier_name},
@@ -107,6 +110,23 @@ def ray_container(cfg: ClusterConfig, placed: PlacedNode) -> ContainerSpec:
         # monitoring host (render/log_shipping.py), and `docker logs` still reads it.
         log_driver="journald",
         log_opts={"tag": ray_start.CONTAINER_NAME},
+    )
+
+
+def dashboard_proxy_container(cfg: ClusterConfig) -> ContainerSpec:
+    """The head's TLS proxy: nginx with the rendered config and the head's certificate."""
+    settings = dashboard_proxy.proxy_settings(cfg)
+    conf = f"{dashboard_proxy.CONTAINER_CONF_DIR}/{dashboard_proxy.NGINX_CONF}"
+    return ContainerSpec(
+        name=dashboard_proxy.CONTAINER_NAME,
+        image=cfg.image(cfg.ray.dashboard_proxy_image),  # head only: pulled by day, not through the LAN mirror
+        command=tuple(dashboard_proxy.nginx_command(conf)),
+        health=HealthCheck(tuple(dashboard_proxy.health_check_command(settings)), "30s", "5s", 3, "30s"),
+        env={"NGINX_ENTRYPOINT_QUIET_LOGS": "1"},
+        binds=(
+            Bind(dashboard_proxy.HOST_CONF_DIR, dashboard_proxy.CONTAINER_CONF_DIR),
+            Bind(tls.HOST_TLS_DIR, tls.CONTAINER_TLS_DIR),
+        ),
     )
 
 
@@ -228,6 +248,8 @@ def alertmanager_container(cfg: ClusterConfig) -> ContainerSpec:
 def node_containers(cfg: ClusterConfig, placed: PlacedNode) -> list[ContainerSpec]:
     """Every container `placed` runs, in the order Pulumi creates them."""
     containers = [ray_container(cfg, placed), node_exporter_container(cfg, placed), cadvisor_container(cfg)]
+    if placed.node.head:
+        containers.insert(1, dashboard_proxy_container(cfg))
     if placed.node.name == cfg.redis_host.node.name:
         containers.insert(0, redis_container(cfg))  # before the head, which needs it to start
     if placed.node.name == cfg.monitoring_host.node.name:

@@ -110,7 +110,8 @@ def firewall_rules(cfg: ClusterConfig, placed: PlacedNode) -> list[UfwRule]:
     head_metrics = (RAY.autoscaler_metrics, RAY.dashboard_metrics) if is_head else ()
     rules += _allow("metrics", monitor, RAY.metrics_export, MONITORING.node_exporter, MONITORING.cadvisor, *head_metrics)
     if is_head:
-        rules += _allow("ray dashboard and client", admins + nodes, RAY.dashboard, RAY.client)
+        # The dashboard answers on loopback only: its TLS proxy is what the network reaches.
+        rules += _allow("ray dashboard and client", admins + nodes, RAY.dashboard_https, RAY.client)
     if is_monitor:
         # The head's dashboard checks Grafana's health and queries Prometheus itself.
         ui_sources = admins if is_head else admins + [_host(cfg.head)]

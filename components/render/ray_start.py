@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from components.model.config import ClusterConfig, PlacedNode
 from components.model.ports import RAY, REDIS, RayPorts
+from components.render import tls
 
 CONTAINER_NAME = "ray-node"
 HOST_DATA_DIR = "/var/lib/ray-cluster"
@@ -65,6 +66,7 @@ class RayNodeSettings:
     spill_dir: str
     shutdown_drain_seconds: int  # how long a SIGTERM'd node drains before stopping
     head_outage_seconds: int  # how long the node's raylet (and its drivers) wait for a restarting GCS
+    tls_dir: str  # the node's certificate, key and the cluster CA (components/render/tls.py)
     # The tier's own additions (`rayStartArgs`, `rayEnv`), validated never to touch what is pinned.
     extra_args: tuple[str, ...] = ()
     extra_env: tuple[tuple[str, str], ...] = ()
@@ -102,6 +104,7 @@ def node_settings(cfg: ClusterConfig, placed: PlacedNode) -> RayNodeSettings:
         extra_args=tuple(tier.ray_start_args),
         extra_env=tuple(sorted(tier.ray_env.items())),
         gcs_store=gcs_store(cfg) if placed.node.head else None,
+        tls_dir=tls.CONTAINER_TLS_DIR,
     )
 
 
@@ -121,7 +124,8 @@ def ray_start_args(s: RayNodeSettings) -> list[str]:
             f"--port={p.gcs}",
             f"--ray-client-server-port={p.client}",
             "--include-dashboard=true",
-            "--dashboard-host=0.0.0.0",
+            # Plain HTTP: loopback only; the TLS proxy serves it to the network (dashboard_proxy.py).
+            f"--dashboard-host={tls.LOOPBACK}",
             f"--dashboard-port={p.dashboard}",
         ]
     else:
@@ -158,6 +162,8 @@ def ray_env(s: RayNodeSettings) -> dict[str, str]:
     env = {
         **dict(s.extra_env),
         "RAY_AUTH_MODE": "token",
+        # Every gRPC channel, in and out, is mutual TLS with the node's certificate.
+        **tls.tls_env(s.tls_dir),
         # On SIGTERM, `ray start --block` drains its node for up to this long, then stops.
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": str(s.shutdown_drain_seconds),
         # While the head restarts, raylets and the drivers they start wait this long instead of exiting.

@@ -13,7 +13,9 @@ import pulumi_vsphere as vsphere
 
 from components.model import ports
 from components.model.config import ClusterConfig, PlacedNode
-from components.render import alerting_config, cloud_init, containers, drain, firewall_rules, monitoring_config
+from components.render import alerting_config, cloud_init, containers, dashboard_proxy, drain, firewall_rules, monitoring_config
+from components.render import tls as tls_render
+from components.resources.cluster_tls import ClusterCa, DashboardProxy, DashboardProxyArgs, NodeTls
 from components.resources.firewall import Firewall, FirewallArgs
 from components.resources.gcs_store import GcsStore, GcsStoreArgs
 from components.resources.monitoring import MonitoringArgs, Monitoring, NodeExporters, NodeExportersArgs
@@ -69,6 +71,10 @@ class RayCluster(pulumi.ComponentResource):
             if cfg.registry and cfg.registry.username
             else None
         )
+        # Exists whatever the schedule: a tier coming or going never touches the CA. Like the
+        # VMs, only once the key pair is checked: a mismatched pair leaves nothing behind.
+        ca = ClusterCa(f"{name}-tls-ca", pulumi.get_stack(), opts=vm_opts)
+        operator_cert, operator_key = ca.issue(f"{name}-operator-tls", tls_render.operator_profile())
 
         self.live_tiers = cfg.live_tiers(at)
         live_nodes = sorted(cfg.live_nodes(at), key=lambda p: not p.node.head)  # head first
@@ -109,16 +115,19 @@ class RayCluster(pulumi.ComponentResource):
             node_name = placed.node.name
             on = dataclasses.replace(hosts[node_name], images_ready=(*hosts[node_name].images_ready, mirror.filled))
             ship_logs_command(node_name, cfg, on.connection, on.vm, on.firewall_ready, parent=self)
+            node_tls = NodeTls(on, ca, tls_render.node_profile(node_name, str(placed.node.ip)), opts=child)
             store = None
             if node_name == cfg.redis_host.node.name:
                 store = GcsStore(GcsStoreArgs(on, containers.redis_container(cfg), redis_password), opts=child)
             if not placed.node.maintenance:
-                node_args = ray_node_args(cfg, placed, on, ray_token, host_keys[node_name], head)
+                node_args = ray_node_args(cfg, placed, on, ray_token, host_keys[node_name], head, node_tls.files)
                 if placed.node.head:
                     node_args = dataclasses.replace(
                         node_args, redis_password=redis_password, gcs_store=store.container if store else None
                     )
                 node = RayNode(node_args, opts=child)
+                if placed.node.head:
+                    DashboardProxy(dashboard_proxy_args(cfg, on, node_tls.files), opts=child)
                 head = head or node
                 self.nodes[node_name] = node
             exporters = (containers.node_exporter_container(cfg, placed), containers.cadvisor_container(cfg))
@@ -146,7 +155,7 @@ class RayCluster(pulumi.ComponentResource):
             # Public: operators' SSH (scripts/scheduler.py drain) pins them, as Pulumi's own SSH does.
             "hostKeys": host_keys,
             "headIp": head_ip,
-            "dashboardUrl": f"http://{head_ip}:{ports.RAY.dashboard}",
+            "dashboardUrl": dashboard_proxy.https_url(dashboard_proxy.proxy_settings(cfg), head_ip),
             "rayAddress": f"{head_ip}:{ports.RAY.gcs}",
             "rayClientAddress": f"ray://{head_ip}:{ports.RAY.client}",
             "prometheusUrl": monitoring_config.prometheus_url(cfg),
@@ -156,6 +165,10 @@ class RayCluster(pulumi.ComponentResource):
             "grafanaAdminPassword": pulumi.Output.secret(self.monitoring.grafana_admin_password),
             "redisPassword": pulumi.Output.secret(redis_password),
             "alertmanagerUrl": alerting_config.alertmanager_url(cfg),
+            # Ray speaks mutual TLS only: the CA to trust, and the operators' client certificate.
+            "rayTlsCaCert": ca.cert_pem,
+            "rayTlsOperatorCert": operator_cert,
+            "rayTlsOperatorKey": operator_key,
         }
         self.register_outputs(self.outputs)
 
@@ -174,7 +187,7 @@ def vm_args(cfg: ClusterConfig, placed: PlacedNode, tier_tag_id: pulumi.Input[st
 
 def ray_node_args(
     cfg: ClusterConfig, placed: PlacedNode, on: OnNode, ray_token: pulumi.Output, host_public_key: pulumi.Output,
-    head: Optional[RayNode],
+    head: Optional[RayNode], tls_files: pulumi.Resource,
 ) -> RayNodeArgs:
     worker_drain = None
     if not placed.node.head:
@@ -189,8 +202,18 @@ def ray_node_args(
         on=on,
         container=containers.ray_container(cfg, placed),
         ray_token=ray_token,
+        tls_files=tls_files,
         head_container=head.container if head else None,
         drain=worker_drain,
+    )
+
+
+def dashboard_proxy_args(cfg: ClusterConfig, on: OnNode, tls_files: pulumi.Resource) -> DashboardProxyArgs:
+    return DashboardProxyArgs(
+        on=on,
+        container=containers.dashboard_proxy_container(cfg),
+        nginx_conf=dashboard_proxy.nginx_conf(dashboard_proxy.proxy_settings(cfg)),
+        tls_files=tls_files,
     )
 
 

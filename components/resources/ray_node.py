@@ -35,6 +35,7 @@ class RayNodeArgs:
     on: OnNode
     container: ContainerSpec  # containers.ray_container
     ray_token: pulumi.Output
+    tls_files: pulumi.Resource  # NodeTls.files: the node's certificate, key and CA on its VM
     head_container: Optional[docker.Container] = None  # None: this is the head
     drain: Optional[DrainArgs] = None  # workers only
     redis_password: Optional[pulumi.Output] = None  # the head's: its GCS store's password
@@ -57,8 +58,16 @@ class RayNode(pulumi.ComponentResource):
             f"{name}-ray",
             spec,
             self.image.image_id,
-            # Ray starts only once the firewall is in place (and the head once its Redis runs, when both share the VM).
-            pulumi.ResourceOptions.merge(on_node, pulumi.ResourceOptions(depends_on=[on.firewall_ready, *filter(None, [args.gcs_store])])),
+            # Ray starts only once the firewall and its certificates are in place (and the head once
+            # its Redis runs, when both share the VM). It reads its certificates at start: new ones
+            # (a renewal, a new CA) replace the container.
+            pulumi.ResourceOptions.merge(
+                on_node,
+                pulumi.ResourceOptions(
+                    depends_on=[on.firewall_ready, args.tls_files, *filter(None, [args.gcs_store])],
+                    replace_with=[args.tls_files],
+                ),
+            ),
             secrets={"RAY_AUTH_TOKEN": args.ray_token, **({REDIS_PASSWORD_ENV: args.redis_password} if args.redis_password else {})},
             # A worker's container takes the head container's id as an input (labels are ForceNew
             # in the Docker provider): when the head container is replaced, the engine deletes

@@ -5,7 +5,7 @@ kills the driver (its tasks on workers die with it). With a label selector the
 driver runs on an always-on worker instead, which waits for a restarting head
 (GCS fault tolerance) and keeps the job running:
 
-    ray job submit --address http://HEAD:8265 \\
+    ray job submit --address https://HEAD:8443 \\
         --entrypoint-label-selector '{"tier": "always-on", "role": "worker"}' \\
         --entrypoint-num-cpus 1 -- python my_job.py
 

@@ -8,6 +8,12 @@ Ray integration tests and the local rehearsal:
     with LocalCluster(localize(rendered, root, first_offset=1000, ...)) as cluster:
         ...  # cluster.client_env() lets drivers and tools in
 
+Ray's TLS is on, as rendered: a throwaway CA (local_tls.py) issues each node's
+certificate from the profile the program issues it from, into the node's own
+TLS directory. Drivers get the head's credentials (`client_env`: a driver at
+the GCS address serves gRPC too, as it would on the head), Ray Client tools
+the operators' client-only certificate (`operator_env`).
+
 Nodes start one after another (started together they race for socket names)
 and are stopped on exit, also when something failed: every process group of
 each node's session, then a wait until none of its ports listens.
@@ -28,7 +34,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from components.render import ray_start
+from components.render import tls
 from components.render.ray_start import RayNodeSettings
+from scripts.ops.local_tls import LocalCa
 
 LOOPBACK = "127.0.0.1"
 PROGRESS_EVERY_S = 10
@@ -72,7 +80,7 @@ def localize(
     """Rendered settings remapped to this machine; everything else as rendered.
 
     Node i's ports move by first_offset + i * offset_step and it gets its own
-    slice of `worker_ports`; its temp and spill dirs go under root/<i>. The
+    slice of `worker_ports`; its temp, spill and TLS dirs go under root/<i>. The
     head keeps its GCS state in a Redis at 127.0.0.1:`redis_port` if given (the
     caller runs it), else in memory, as without GCS fault tolerance. The
     object store is small, and a short SIGTERM drain keeps stopping quick.
@@ -101,9 +109,18 @@ def localize(
                 temp_dir=str(node_dir / "tmp"),
                 spill_dir=str(node_dir / "spill"),
                 shutdown_drain_seconds=shutdown_drain_seconds,
+                tls_dir=str(node_dir / "tls"),
             )
         )
     return local
+
+
+def advertised_ip() -> str:
+    """The address Ray advertises for a loopback node (it ignores 127.0.0.1, ray#26293):
+    this machine's, which a local node's certificate must name as well."""
+    from ray._common.network_utils import node_ip_address_from_perspective
+
+    return node_ip_address_from_perspective()
 
 
 @dataclasses.dataclass
@@ -141,6 +158,10 @@ class LocalCluster:
         self.extra_env = dict(extra_env or {})
         self.launcher = ["unshare", "--pid", "--fork", "--mount-proc"] if own_pid_namespaces else []
         self.nodes: dict[str, LocalNode] = {}
+        # Beside the head's own directories: whoever removes those removes the CA too.
+        self.ca_dir = Path(self.head.tls_dir).parent / "cluster-ca"
+        self.ca = LocalCa(self.ca_dir)
+        self.operator_tls = self.ca.issue(tls.operator_profile(), self.ca_dir / "operator")
 
     @property
     def gcs_address(self) -> str:
@@ -151,13 +172,19 @@ class LocalCluster:
         return f"http://{LOOPBACK}:{self.head.ports.dashboard}"
 
     def client_env(self) -> dict[str, str]:
-        """What a driver or a Ray tool needs to join: the token, and this venv's tools first."""
+        """What a driver or a Ray tool on the head needs to join: the token, the head's
+        TLS credentials, and this venv's tools first."""
         tools = str(Path(sys.executable).parent)
         return {
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.token,
+            **tls.tls_env(self.head.tls_dir),
             "PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}",
         }
+
+    def operator_env(self) -> dict[str, str]:
+        """An operator elsewhere, with the stack outputs: the token and the client-only certificate."""
+        return {"RAY_AUTH_TOKEN": self.token, **self.operator_tls}
 
     def __enter__(self) -> "LocalCluster":
         try:
@@ -176,7 +203,9 @@ class LocalCluster:
         for directory in (s.temp_dir, s.spill_dir):
             Path(directory).mkdir(parents=True, exist_ok=True)
         log_path = Path(s.temp_dir).parent / "entrypoint.log"
-        env = {**os.environ, **ray_start.ray_env(s), **self.extra_env.get(s.node_name, {}), **self.client_env()}
+        # What Pulumi writes to the VM before the container starts, issued from the same profile.
+        self.ca.issue(tls.node_profile(s.node_name, s.node_ip), Path(s.tls_dir), extra_ips=[advertised_ip()])
+        env = {**os.environ, **self.client_env(), **ray_start.ray_env(s), **self.extra_env.get(s.node_name, {})}
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 [*self.launcher, "sh", "-c", ray_start.entrypoint_script(s)],

@@ -152,6 +152,11 @@ class ClusterMocks(pulumi.runtime.Mocks):
         if args.typ == "tls:index/privateKey:PrivateKey":
             outputs["privateKeyOpenssh"] = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{digest}\n-----END OPENSSH PRIVATE KEY-----\n"
             outputs["publicKeyOpenssh"] = f"ssh-ed25519 AAAA{digest[:40]}\n"
+            outputs["privateKeyPem"] = f"-----BEGIN PRIVATE KEY-----\n{digest}\n-----END PRIVATE KEY-----\n"
+        elif args.typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
+            outputs["certPem"] = f"-----BEGIN CERTIFICATE-----\n{args.name} {digest}\n-----END CERTIFICATE-----\n"
+        elif args.typ == "tls:index/certRequest:CertRequest":
+            outputs["certRequestPem"] = f"-----BEGIN CERTIFICATE REQUEST-----\n{digest}\n-----END CERTIFICATE REQUEST-----\n"
         elif args.typ == "docker:index/remoteImage:RemoteImage":
             outputs["imageId"] = image_id(args.inputs["name"])
         elif args.typ == "random:index/randomPassword:RandomPassword":

@@ -25,7 +25,7 @@ from typing import Any, Optional
 from components.model.config import ClusterConfig
 from components.model.schedule import Occurrence
 from components.model.stack import PROJECT_DIR
-from components.render import drain, ray_start
+from components.render import drain, ray_start, tls
 from components.render import monitoring_config as mc
 from components.render.ray_start import RayNodeSettings
 from scripts.ops import local_drain, ray_state
@@ -177,6 +177,7 @@ class Rehearsal:
             f"  Prometheus:     {s['prometheus'] or 'not running'}",
             f"  Ray address:    {s['rayAddress']}   Ray Client: {s['rayClientAddress']}",
             f"  token env:      export RAY_AUTH_MODE=token RAY_AUTH_TOKEN={self.cluster.token}",
+            "  TLS env:        export " + " ".join(f"{k}={v}" for k, v in tls.tls_env(self.cluster.head.tls_dir).items()),
             f"  then e.g.:      python -m scripts.monitor_tasks --address {s['rayDashboard']}",
         ]), file=sys.stderr, flush=True)
 
@@ -189,6 +190,7 @@ class Rehearsal:
         tiers = list(self.cfg.tiers)
         say(f"smoke test: {SMOKE_TASKS} tasks per tier ({', '.join(tiers)}) ...")
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"RAY_AUTH_TOKEN": self.cluster.token}
+        env |= tls.tls_env(self.cluster.head.tls_dir)  # on a node: its certificate (Ray's gRPC is mutual TLS)
         argv = [sys.executable, "-m", "scripts.smoke_test", "--address", self.cluster.gcs_address, "--tasks", str(SMOKE_TASKS), "--json"]
         argv += [arg for tier in tiers for arg in ("--tier", tier)]
         result = subprocess.run(argv, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600)
@@ -336,7 +338,8 @@ class Rehearsal:
         steps = []
         with open(log, "w") as errors:
             process = local_drain.start(
-                root, "--now", now.isoformat(), env={**os.environ, **ray_start.ray_env(s), **self.cluster.client_env()}, stderr=errors
+                # the node's own certificate last, as in its container
+                root, "--now", now.isoformat(), env={**os.environ, **self.cluster.client_env(), **ray_start.ray_env(s)}, stderr=errors
             )
         try:
             for line in process.stdout:

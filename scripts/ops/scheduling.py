@@ -338,7 +338,8 @@ def wait_for_nodes(deployed: dict, tools: Tools, timeout: float) -> dict:
     deadline = tools.clock() + timeout
     while True:
         try:
-            alive = tools.probe(deployed["dashboardUrl"])
+            with ray_state.trusting(deployed.get("rayTlsCaCert")):  # the dashboard answers over HTTPS
+                alive = tools.probe(deployed["dashboardUrl"])
         except Exception as error:  # the head may still be starting
             tools.log("warning", "probe_failed", error=str(error))
             alive = []
@@ -357,7 +358,8 @@ def status(stack, tools: Tools) -> tuple[int, dict]:
     if deployed is None:
         return OK, {"deployed": None}
     try:
-        alive = tools.probe(deployed["dashboardUrl"])
+        with ray_state.trusting(deployed.get("rayTlsCaCert")):  # the dashboard answers over HTTPS
+            alive = tools.probe(deployed["dashboardUrl"])
     except Exception as error:
         raise Failure(FAILED, "probe_failed", address=deployed["dashboardUrl"], error=str(error))
     report = {

@@ -7,22 +7,19 @@ the operators' client-only certificate is tests/test_tls_runtime.py's); the
 test process itself loads work through `local_cluster.driver`, which restores
 Ray's auth state afterwards.
 """
-import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from components.render import ray_start, tls
+from components.render import tls
 from scripts import smoke_test
 from scripts.ops import scheduling
-from scripts.ops.local_cluster import LocalCluster, driver, localize
+from scripts.ops.local_cluster import driver, rendered_cluster
 from scripts.ops.ray_state import RayNodeView
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,14 +33,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def cluster(prod_config):
-    rendered = [ray_start.node_settings(prod_config, p) for p in prod_config.placed_nodes if p.node.name in NODES]
-    root = Path(tempfile.mkdtemp(prefix="ops", dir="/tmp"))  # short: Ray's socket paths are limited
-    try:
-        local = localize(rendered, root, HEAD_OFFSET, 10, WORKER_PORTS)
-        with LocalCluster([dataclasses.replace(s, num_cpus=CPUS_PER_NODE) for s in local]) as running:
-            yield running
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with rendered_cluster(prod_config, NODES, HEAD_OFFSET, WORKER_PORTS, CPUS_PER_NODE) as running:
+        yield running
 
 
 def python(cluster, *argv: str, token: bool = True) -> subprocess.CompletedProcess:

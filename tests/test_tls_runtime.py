@@ -7,14 +7,11 @@ The operator tools run as an operator runs them with the stack outputs: the
 token and the operators' client-only certificate. Then strangers try: no TLS
 at all, and TLS with a certificate from another CA, both with the right token.
 """
-import dataclasses
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,7 +20,7 @@ import pytest
 
 from components.render import dashboard_proxy, ray_start, tls
 from conftest import require_tool
-from scripts.ops.local_cluster import LocalCluster, localize
+from scripts.ops.local_cluster import rendered_cluster
 from scripts.ops.local_proxy import running_proxy
 from scripts.ops.local_tls import LocalCa
 from tls_probe import SETTINGS_FRAME, listening_addresses, refusal, tls_exchange
@@ -39,14 +36,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def cluster(prod_config):
-    rendered = [ray_start.node_settings(prod_config, p) for p in prod_config.placed_nodes if p.node.name in NODES]
-    root = Path(tempfile.mkdtemp(prefix="tls", dir="/tmp"))  # short: Ray's socket paths are limited
-    try:
-        local = localize(rendered, root, HEAD_OFFSET, 10, WORKER_PORTS)
-        with LocalCluster([dataclasses.replace(s, num_cpus=CPUS_PER_NODE) for s in local]) as running:
-            yield running
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with rendered_cluster(prod_config, NODES, HEAD_OFFSET, WORKER_PORTS, CPUS_PER_NODE) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

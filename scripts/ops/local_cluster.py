@@ -25,14 +25,17 @@ import dataclasses
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
+from components.model.config import ClusterConfig
 from components.render import ray_start
 from components.render import tls
 from components.render.ray_start import RayNodeSettings
@@ -330,6 +333,22 @@ def listening_ports() -> set[int]:
                 if state == "0A":  # TCP_LISTEN
                     ports.add(int(local_address.rsplit(":", 1)[1], 16))
     return ports
+
+
+@contextlib.contextmanager
+def rendered_cluster(
+    cfg: ClusterConfig, node_names: Sequence[str], first_offset: int, worker_ports: tuple[int, int], num_cpus: int
+) -> Iterator[LocalCluster]:
+    """`cfg`'s nodes `node_names` as rendered, localized (ports moved by `first_offset`, 10
+    more per node) and running here, with `num_cpus` each; their directories are removed after."""
+    rendered = [ray_start.node_settings(cfg, p) for p in cfg.placed_nodes if p.node.name in node_names]
+    root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths are limited
+    try:
+        local = localize(rendered, root, first_offset, 10, worker_ports)
+        with LocalCluster([dataclasses.replace(s, num_cpus=num_cpus) for s in local]) as running:
+            yield running
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager

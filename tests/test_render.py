@@ -100,7 +100,7 @@ def test_every_node_is_rendered_and_marked_live_at_night(rendered, prod_config):
     for name, placed in nodes.items():
         files = {f.name for f in node_dir(rendered, name).iterdir()}
         worker = {"drain.sh", "drain"} if not placed.node.head else set()
-        assert files == {"user-data", "meta-data", "ufw.sh", "ufw-rules.txt", "containers.sh"} | worker
+        assert files == {"user-data", "meta-data", "ufw.sh", "ufw-rules.txt", "containers.sh", "host"} | worker
     summary = summary_of(rendered.out)
     assert summary["at"] == NIGHT.isoformat() and summary["liveTiers"] == list(prod_config.tiers)
     assert all(node["live"] for node in summary["nodes"])
@@ -170,7 +170,8 @@ def test_ufw_files_carry_every_rule_of_each_node(rendered, prod_config):
 def test_every_shell_file_parses_and_is_executable(rendered, prod_config):
     scripts = sorted(rendered.out.rglob("*.sh"))
     workers = [p for p in prod_config.placed_nodes if not p.node.head]
-    assert len(scripts) == 2 * len(prod_config.placed_nodes) + len(workers)  # ufw.sh, containers.sh; drain.sh
+    # ufw.sh, containers.sh and the firewall guard's copy under host/; drain.sh
+    assert len(scripts) == 3 * len(prod_config.placed_nodes) + len(workers)
     for script in scripts:
         run("sh", "-n", str(script))
         assert script.stat().st_mode & 0o111, script

@@ -9,12 +9,16 @@ instant or not (`--at`, default: the stack's pinned `at`, else now), DIR gets:
     nodes/<node>/ufw.sh, ufw-rules.txt  the firewall script and its rules, one per line
     nodes/<node>/containers.sh          every container of the node, as `docker run`
     nodes/<node>/drain.sh, drain/       workers: what drain-on-delete runs before removal, and its program
+    nodes/<node>/host/<path>            every other file the program puts on the VM, at its path there
+                                        (firewall guard, Docker's mirror trust, log shipping, the head's
+                                        TLS proxy config, the monitoring host's archive and mirror config)
     monitoring/...                      the monitoring host's files, laid out as under HOST_DIR
     summary.md, summary.json            tiers, sizes, live or not, open ports per node
 
-Two things exist only at deploy time and are placeholders: each node's SSH host
-key (Pulumi generates it) and the secrets (Ray token, Grafana password), which
-containers.sh reads from the environment.
+Three things exist only at deploy time and are placeholders or left out: each
+node's SSH host key (Pulumi generates it), the secrets (Ray token, Grafana
+password), which containers.sh reads from the environment, and each node's TLS
+certificate and key (issued by Pulumi from the cluster CA).
 """
 from __future__ import annotations
 
@@ -25,12 +29,12 @@ import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
-from components.render import cloud_init, drain
+from components.render import cloud_init, dashboard_proxy, drain, image_mirror, log_shipping
 from components.render import alerting_config as ac
 from components.render import monitoring_config as mc
 from components.render.containers import RESTART, ContainerSpec, node_containers
 from components.model.config import ClusterConfig, PlacedNode, Tier
-from components.render.firewall_rules import UfwRule, firewall_rules, ufw_script
+from components.render.firewall_rules import UfwRule, firewall_rules, guard_files, ufw_script
 
 # Pulumi generates each node's SSH host key at deploy time; no real key is ever rendered here.
 HOST_KEY_PLACEHOLDER_PRIVATE = (
@@ -154,6 +158,24 @@ def node_files(cfg: ClusterConfig, placed: PlacedNode, live: bool, at: dt.dateti
         )
         settings = drain.drain_settings(cfg, placed)
         files.update({f"drain/{path}": text for path, text in drain.drain_files(settings).items()})
+    files.update({f"host{path}": text for path, text in host_files(cfg, placed, files["ufw.sh"]).items()})
+    return files
+
+
+def host_files(cfg: ClusterConfig, placed: PlacedNode, ufw: str) -> dict[str, str]:
+    """The plain files the program puts on `placed`'s VM over SSH, by path there (the monitoring
+    host's Prometheus and Grafana files are monitoring_host_files; the TLS files are secrets)."""
+    files = {
+        **guard_files(ufw),
+        image_mirror.DAEMON_JSON: image_mirror.daemon_json(cfg),
+        **log_shipping.node_files(cfg),
+    }
+    if placed.node.head:
+        proxy_conf = f"{dashboard_proxy.HOST_CONF_DIR}/{dashboard_proxy.NGINX_CONF}"
+        files[proxy_conf] = dashboard_proxy.nginx_conf(dashboard_proxy.proxy_settings(cfg))
+    if placed.node.name == cfg.monitoring_host.node.name:
+        files.update(log_shipping.receiver_files(cfg))
+        files[image_mirror.CONFIG_FILE] = image_mirror.config_yml(cfg)
     return files
 
 

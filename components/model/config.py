@@ -280,6 +280,8 @@ class ClusterConfig(ConfigModel):
     alerting: Alerting = Alerting()
     registry: Optional[Registry] = None
     proxy: Optional[Proxy] = None
+    # The size of the data disk that outlives its VM, on the monitoring host and on redis.host.
+    data_disk_gb: f.DataDiskGb = 100
     at: Optional[dt.datetime] = None
 
     @field_validator("at", mode="before")
@@ -323,6 +325,12 @@ class ClusterConfig(ConfigModel):
     @functools.cached_property
     def redis_host(self) -> PlacedNode:
         return self._by_name[self.redis.host] if self.redis.host else self.head
+
+    def data_disk_roles(self, node_name: str) -> tuple[str, ...]:
+        """What keeps its data on `node_name`'s data disk: "monitoring", "redis", both or neither."""
+        return tuple(
+            role for role, host in (("monitoring", self.monitoring_host), ("redis", self.redis_host)) if host.node.name == node_name
+        )
 
     def instant(self) -> dt.datetime:
         """The pinned `at`, or now: the instant the desired state is computed for."""

@@ -117,3 +117,20 @@ Vcpu = Annotated[int, Field(gt=0, le=MAX_VCPU, description=f"vSphere 8 allows at
 MemoryGb = Annotated[int, Field(gt=0, le=MAX_MEMORY_GB)]
 DiskGb = Annotated[int, Field(gt=0, le=MAX_DISK_GB)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+# The data disk (components/render/data_disk.py) gets an MBR partition table, which sfdisk
+# (util-linux, on every Ubuntu) writes; MBR addresses 2 TiB. Below 10 GB ext4's reserve and
+# journal leave Prometheus too little.
+MIN_DATA_DISK_GB, MAX_DATA_DISK_GB = 10, 2048
+
+
+def _data_disk_gb(value: int) -> int:
+    if not MIN_DATA_DISK_GB <= value <= MAX_DATA_DISK_GB:
+        raise ValueError(
+            f"{value} GB is outside {MIN_DATA_DISK_GB}..{MAX_DATA_DISK_GB}: the data disk keeps Prometheus, Grafana and "
+            f"Redis data (at least {MIN_DATA_DISK_GB} GB) on an MBR partition (at most 2 TiB)"
+        )
+    return value
+
+
+DataDiskGb = Annotated[int, AfterValidator(_data_disk_gb)]

@@ -34,7 +34,6 @@ from components.render.monitoring_config import HOST_DIR, Mount
 ALERTMANAGER_CONFIG = Mount(f"{HOST_DIR}/alertmanager", "/etc/alertmanager")
 ALERTMANAGER_YML = "alertmanager.yml"
 ALERTMANAGER_DATA = "/alertmanager"  # the image's --storage.path: silences and notification log
-ALERTMANAGER_VOLUME = "alertmanager-data"
 # The prom/alertmanager image runs as nobody: the secret-bearing file is readable by that group only.
 IMAGE_GID = 65534
 

@@ -20,6 +20,7 @@ import base64
 import yaml
 
 from components.model.config import ClusterConfig, PlacedNode, Proxy
+from components.render import data_disk
 from components.render.ray_start import HOST_DATA_DIR, IMAGE_GID, IMAGE_UID
 
 USER_DATA_KEY = "userdata"  # guestinfo.<key>, as cloud-init's VMware datasource names it
@@ -90,6 +91,11 @@ def user_data(cfg: ClusterConfig, placed: PlacedNode, host_private_key: str, hos
             ["install", "-d", "-m", "0755", "-o", str(IMAGE_UID), "-g", str(IMAGE_GID), HOST_DATA_DIR],
         ],
     }
+    roles = cfg.data_disk_roles(placed.node.name)
+    if roles:
+        disk = data_disk.cloud_config(roles)
+        document["runcmd"] += disk.pop("runcmd")
+        document.update(disk)
     if cfg.proxy is not None:
         document.update(proxy_settings(cfg, cfg.proxy))
     return "#cloud-config\n" + _yaml(document)

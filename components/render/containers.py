@@ -16,7 +16,7 @@ from typing import Optional
 
 from components.render import alerting_config as ac
 from components.render import monitoring_config as mc
-from components.render import dashboard_proxy, image_mirror, ray_start, redis_store, tls
+from components.render import dashboard_proxy, data_disk, image_mirror, ray_start, redis_store, tls
 from components.render.image_mirror import image_reference, on_mirror
 from components.model.config import ClusterConfig, PlacedNode
 from components.model.ports import MONITORING, REDIS
@@ -33,12 +33,23 @@ class HealthCheck:
 
 @dataclass(frozen=True)
 class Bind:
-    """A host path in the container; `propagation` makes it a --mount (Pulumi `mounts`)."""
+    """A host path in the container; `propagation` or `must_exist` makes it a --mount (Pulumi `mounts`)."""
 
     source: str
     target: str
     read_only: bool = True
     propagation: Optional[str] = None
+    # A --mount refuses a missing source, where -v would create it (on the VM's own disk).
+    must_exist: bool = False
+
+    @property
+    def is_mount(self) -> bool:
+        return bool(self.propagation) or self.must_exist
+
+
+def data_bind(data_dir: data_disk.DataDir, target: str) -> Bind:
+    """A directory on the data disk, written by the container."""
+    return Bind(data_dir.host, target, read_only=False, must_exist=True)
 
 
 @dataclass(frozen=True)
@@ -181,8 +192,8 @@ def prometheus_container(cfg: ClusterConfig) -> ContainerSpec:
             f"--web.listen-address=:{MONITORING.prometheus}",
         ),
         health=http_probe(f"http://127.0.0.1:{MONITORING.prometheus}/-/healthy"),
-        binds=(Bind(*mc.PROMETHEUS_CONFIG),),
-        volumes={"prometheus-data": mc.PROMETHEUS_DATA},
+        binds=(Bind(*mc.PROMETHEUS_CONFIG), data_bind(data_disk.PROMETHEUS, mc.PROMETHEUS_DATA)),
+        user=data_disk.PROMETHEUS.user,
     )
 
 
@@ -194,8 +205,8 @@ def grafana_container(cfg: ClusterConfig) -> ContainerSpec:
         health=http_probe(f"http://127.0.0.1:{MONITORING.grafana}/api/health"),
         env=mc.grafana_env(cfg),
         secret_env=("GF_SECURITY_ADMIN_PASSWORD",),
-        binds=(Bind(*mc.GRAFANA_PROVISIONING), Bind(*mc.GRAFANA_DASHBOARDS)),
-        volumes={"grafana-data": mc.GRAFANA_DATA},
+        binds=(Bind(*mc.GRAFANA_PROVISIONING), Bind(*mc.GRAFANA_DASHBOARDS), data_bind(data_disk.GRAFANA, mc.GRAFANA_DATA)),
+        user=data_disk.GRAFANA.user,
     )
 
 
@@ -223,8 +234,8 @@ def redis_container(cfg: ClusterConfig) -> ContainerSpec:
         command=("sh", "-c", redis_store.entrypoint_script(conf)),
         health=HealthCheck(tuple(redis_store.health_check_command(REDIS)), "10s", "5s", 3, "10s"),
         secret_env=(redis_store.PASSWORD_ENV,),
-        volumes={redis_store.VOLUME_NAME: redis_store.DATA_DIR},
-        user=redis_store.IMAGE_USER,
+        binds=(data_bind(data_disk.REDIS, redis_store.DATA_DIR),),
+        user=data_disk.REDIS.user,
     )
 
 
@@ -240,8 +251,8 @@ def alertmanager_container(cfg: ClusterConfig) -> ContainerSpec:
             "--cluster.listen-address=",  # one Alertmanager: no gossip port to open
         ),
         health=http_probe(f"http://127.0.0.1:{MONITORING.alertmanager}/-/healthy"),
-        binds=(Bind(*ac.ALERTMANAGER_CONFIG),),
-        volumes={ac.ALERTMANAGER_VOLUME: ac.ALERTMANAGER_DATA},
+        binds=(Bind(*ac.ALERTMANAGER_CONFIG), data_bind(data_disk.ALERTMANAGER, ac.ALERTMANAGER_DATA)),
+        user=data_disk.ALERTMANAGER.user,
     )
 
 

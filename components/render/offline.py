@@ -67,11 +67,10 @@ def docker_run(spec: ContainerSpec) -> str:
     options += [f"--env {q(f'{name}={value}')}" for name, value in sorted(spec.env.items())]
     options += [f'--env "{name}=${name}"' for name in spec.secret_env]
     for bind in spec.binds:
-        if bind.propagation:
+        if bind.is_mount:
             read_only = ",readonly" * bind.read_only
-            options.append(
-                f"--mount type=bind,source={q(bind.source)},target={q(bind.target)}{read_only},bind-propagation={bind.propagation}"
-            )
+            propagation = f",bind-propagation={bind.propagation}" if bind.propagation else ""
+            options.append(f"--mount type=bind,source={q(bind.source)},target={q(bind.target)}{read_only}{propagation}")
         else:
             options.append(f"--volume {q(f'{bind.source}:{bind.target}' + ':ro' * bind.read_only)}")
     options += [f"--volume {q(f'{volume}:{path}')}" for volume, path in spec.volumes.items()]

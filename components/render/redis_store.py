@@ -13,10 +13,9 @@ Persistence is an append-only file fsynced every second: a restart of Redis
 from __future__ import annotations
 
 CONTAINER_NAME = "ray-gcs-redis"
-VOLUME_NAME = "ray-gcs-redis-data"
-DATA_DIR = "/data"  # the redis image's working dir, owned by its redis user
-# The redis image's redis user and group: a fresh named volume takes /data's ownership from the image.
-IMAGE_USER = "999:999"
+DATA_DIR = "/data"  # the redis image's working dir; on the data disk (render/data_disk.py REDIS)
+# Pulumi waits this long for a new Redis container to be healthy (loading a large AOF takes a while).
+HEALTHY_WITHIN_SECONDS = 120
 # redis-cli reads the password from this variable; the config on stdin is built from it too.
 PASSWORD_ENV = "REDISCLI_AUTH"
 

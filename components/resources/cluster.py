@@ -13,7 +13,7 @@ import pulumi_vsphere as vsphere
 
 from components.model import ports
 from components.model.config import ClusterConfig, PlacedNode
-from components.render import alerting_config, cloud_init, containers, dashboard_proxy, drain, firewall_rules, monitoring_config
+from components.render import alerting_config, cloud_init, containers, dashboard_proxy, data_disk, drain, firewall_rules, monitoring_config
 from components.render import tls as tls_render
 from components.resources.cluster_tls import ClusterCa, DashboardProxy, DashboardProxyArgs, NodeTls
 from components.resources.firewall import Firewall, FirewallArgs
@@ -25,7 +25,7 @@ from components.resources.log_shipping import log_archive_command, ship_logs_com
 from components.resources.ray_node import DrainArgs, RayNode, RayNodeArgs
 from components.resources.ssh_access import SshAccess, authorized_keys_command
 from components.resources.stack_config import ClusterSecrets
-from components.resources.vm import Placement, Vm, VmArgs
+from components.resources.vm import DataDiskArgs, Placement, Vm, VmArgs
 
 
 class RayCluster(pulumi.ComponentResource):
@@ -84,7 +84,7 @@ class RayCluster(pulumi.ComponentResource):
         hosts: dict[str, OnNode] = {}
         for placed in live_nodes:
             node_name, ip = placed.node.name, str(placed.node.ip)
-            vm = Vm(vm_args(cfg, placed, tier_tags[placed.tier_name].id), placement, opts=vm_opts)
+            vm = Vm(vm_args(cfg, placed, tier_tags[placed.tier_name].id, name), placement, opts=vm_opts)
             host_keys[node_name] = vm.host_public_key
             if placed.tier.always_on:
                 always_on_vms.append(vm.vm)
@@ -111,20 +111,17 @@ class RayCluster(pulumi.ComponentResource):
             cfg, mirror_host.docker_provider, mirror_host.connection, mirror_host.vm, mirror_host.images_ready[0], opts=child
         )
         log_archive_command(cfg, mirror_host.connection, mirror_host.vm, mirror_host.firewall_ready, parent=self)
+        # Before any Ray node, wherever it runs: the head starts only once its Redis is healthy.
+        store = GcsStore(GcsStoreArgs(hosts[cfg.redis_host.node.name], containers.redis_container(cfg), redis_password), opts=child)
         for placed in live_nodes:
             node_name = placed.node.name
             on = dataclasses.replace(hosts[node_name], images_ready=(*hosts[node_name].images_ready, mirror.filled))
             ship_logs_command(node_name, cfg, on.connection, on.vm, on.firewall_ready, parent=self)
             node_tls = NodeTls(on, ca, tls_render.node_profile(node_name, str(placed.node.ip)), opts=child)
-            store = None
-            if node_name == cfg.redis_host.node.name:
-                store = GcsStore(GcsStoreArgs(on, containers.redis_container(cfg), redis_password), opts=child)
             if not placed.node.maintenance:
                 node_args = ray_node_args(cfg, placed, on, ray_token, host_keys[node_name], head, node_tls.files)
                 if placed.node.head:
-                    node_args = dataclasses.replace(
-                        node_args, redis_password=redis_password, gcs_store=store.container if store else None
-                    )
+                    node_args = dataclasses.replace(node_args, redis_password=redis_password, gcs_store=store.container)
                 node = RayNode(node_args, opts=child)
                 if placed.node.head:
                     DashboardProxy(dashboard_proxy_args(cfg, on, node_tls.files), opts=child)
@@ -173,7 +170,8 @@ class RayCluster(pulumi.ComponentResource):
         self.register_outputs(self.outputs)
 
 
-def vm_args(cfg: ClusterConfig, placed: PlacedNode, tier_tag_id: pulumi.Input[str]) -> VmArgs:
+def vm_args(cfg: ClusterConfig, placed: PlacedNode, tier_tag_id: pulumi.Input[str], cluster_name: str) -> VmArgs:
+    node_name = placed.node.name
     return VmArgs(
         name=placed.node.name,
         vcpu=placed.tier.vcpu,
@@ -182,6 +180,9 @@ def vm_args(cfg: ClusterConfig, placed: PlacedNode, tier_tag_id: pulumi.Input[st
         metadata=cloud_init.metadata(cfg, placed),
         user_data=lambda private, public: cloud_init.user_data(cfg, placed, private, public),
         tier_tag_id=tier_tag_id,
+        data_disk=DataDiskArgs(cfg.data_disk_gb, data_disk.vmdk_path(cluster_name, pulumi.get_stack(), node_name))
+        if cfg.data_disk_roles(node_name)
+        else None,
     )
 
 

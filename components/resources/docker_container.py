@@ -27,9 +27,12 @@ def docker_container(
     secrets: Optional[Mapping[str, pulumi.Input[str]]] = None,
     volume_names: Optional[Mapping[str, pulumi.Input[str]]] = None,
     input_labels: Optional[Mapping[str, pulumi.Input[str]]] = None,
+    wait_healthy_seconds: Optional[int] = None,
 ) -> docker.Container:
     """`secrets` gives each of `spec.secret_env`; `volume_names` the managed Volume behind a named volume;
-    `input_labels` labels whose values are other resources' outputs (so the engine sees the dependency)."""
+    `input_labels` labels whose values are other resources' outputs (so the engine sees the dependency);
+    `wait_healthy_seconds`: the create returns only once the health check passed (resourceDockerContainerCreate,
+    `wait`), so what depends on the container starts after it is healthy."""
     plain_env = [f"{name}={value}" for name, value in sorted(spec.env.items())]
     envs: pulumi.Input = plain_env or None
     if spec.secret_env:
@@ -40,7 +43,7 @@ def docker_container(
     volumes = [
         docker.ContainerVolumeArgs(host_path=b.source, container_path=b.target, read_only=b.read_only or None)
         for b in spec.binds
-        if not b.propagation
+        if not b.is_mount
     ] + [
         docker.ContainerVolumeArgs(volume_name=(volume_names or {}).get(volume, volume), container_path=path)
         for volume, path in spec.volumes.items()
@@ -51,10 +54,10 @@ def docker_container(
             source=b.source,
             target=b.target,
             read_only=b.read_only,
-            bind_options=docker.ContainerMountBindOptionsArgs(propagation=b.propagation),
+            bind_options=docker.ContainerMountBindOptionsArgs(propagation=b.propagation) if b.propagation else None,
         )
         for b in spec.binds
-        if b.propagation
+        if b.is_mount
     ]
     return docker.Container(
         resource_name,
@@ -78,6 +81,8 @@ def docker_container(
             start_period=go_duration(health.start_period),
         ),
         restart=RESTART,
+        wait=True if wait_healthy_seconds else None,
+        wait_timeout=wait_healthy_seconds,
         shm_size=spec.shm_size_mb,
         stop_timeout=spec.stop_timeout,
         destroy_grace_seconds=spec.stop_timeout,

@@ -10,7 +10,6 @@ import pulumi_docker as docker
 from components.render import redis_store
 from components.render.containers import ContainerSpec
 from components.resources.docker_container import docker_container, on_docker
-from components.resources.monitoring import kept_volume
 from components.resources.node import OnNode
 
 
@@ -28,14 +27,14 @@ class GcsStore(pulumi.ComponentResource):
         on_host = on_docker(self, on.docker_provider, on.vm)
         spec = args.container
         image = docker.RemoteImage(f"{host}-redis-image", name=spec.image, keep_locally=True, opts=on_host)
-        # The append-only file: losing it restarts the cluster from nothing, so Pulumi never deletes it.
-        data = kept_volume(f"{host}-{redis_store.VOLUME_NAME}", redis_store.VOLUME_NAME, on_host)
+        # The append-only file is on the host's data disk (render/data_disk.py): it outlives the
+        # container and the VM. Created healthy (`wait`), so the head after it finds Redis answering.
         self.container = docker_container(
             f"{host}-redis",
             spec,
             image.image_id,
             pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[on.firewall_ready])),
             secrets={redis_store.PASSWORD_ENV: args.password},
-            volume_names={redis_store.VOLUME_NAME: data.name},
+            wait_healthy_seconds=redis_store.HEALTHY_WITHIN_SECONDS,
         )
         self.register_outputs({"containerId": self.container.id})

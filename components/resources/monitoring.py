@@ -8,9 +8,9 @@ nodes) have their own command, so a tier change rewrites those files and
 reloads Prometheus without touching any container. Alertmanager's file holds
 the receivers' secrets: its command's input is a secret.
 
-Data volumes are kept when Pulumi deletes them (`retain_on_delete`): a
-replaced container or volume finds the same data under the same name. They
-live on the VM's disk, so a replaced VM starts empty (README: backup/restore).
+Prometheus', Grafana's and Alertmanager's data are directories on the host's
+data disk (components/render/data_disk.py), which outlives a replaced container
+and a replaced VM (README "Monitoring data").
 """
 from __future__ import annotations
 
@@ -38,16 +38,6 @@ ALERTMANAGER_FILE = f"{ac.ALERTMANAGER_CONFIG.host}/{ac.ALERTMANAGER_YML}"
 SECURE_AND_RELOAD_ALERTMANAGER = (
     f"chgrp {ac.IMAGE_GID} {ALERTMANAGER_FILE} && (docker kill --signal HUP alertmanager >/dev/null 2>&1 || true)"
 )
-
-
-def kept_volume(resource_name: str, name: str, opts: pulumi.ResourceOptions) -> docker.Volume:
-    """A named volume Pulumi never deletes: its data outlives any replacement on the same VM."""
-    # Fixed name: a replacement deletes (here: forgets) the old one first, and Docker hands the
-    # same-named volume, data included, to the new one ("If you specify a volume name already in
-    # use on the current driver, Docker assumes you want to re-use the existing volume": the
-    # `docker volume create` reference; moby/moby#47798 confirms it is meant to be idempotent).
-    kept = pulumi.ResourceOptions(delete_before_replace=True, retain_on_delete=True)
-    return docker.Volume(resource_name, name=name, opts=pulumi.ResourceOptions.merge(opts, kept))
 
 
 class _Pinned:
@@ -133,25 +123,20 @@ class Monitoring(pulumi.ComponentResource):
         self.dashboards = self._dashboards(on, args.ssh_user)
 
         after_config = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[config_files]))
-        prometheus_data = kept_volume(f"{host}-prometheus-data", "prometheus-data", on_host)
-        self.prometheus = images.container(
-            args.prometheus, after_config, volume_names={"prometheus-data": prometheus_data.name}
-        )
+        self.prometheus = images.container(args.prometheus, after_config)
 
         self.grafana_admin_password = args.grafana_admin_password or random.RandomPassword(
             f"{host}-grafana-admin-password", length=32, special=False,
             # Prefixed like every child; the alias keeps an existing stack's password.
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(aliases=[pulumi.Alias(name="grafana-admin-password")])),
         ).result
-        grafana_data = kept_volume(f"{host}-grafana-data", "grafana-data", on_host)
         self.grafana = images.container(
             args.grafana,
             pulumi.ResourceOptions.merge(after_config, pulumi.ResourceOptions(depends_on=[self.dashboards])),
             secrets={"GF_SECURITY_ADMIN_PASSWORD": self.grafana_admin_password},
-            volume_names={"grafana-data": grafana_data.name},
         )
         # The container's variable sets the password only in a new database: this sets it in
-        # the one on the volume, on every rotation (and on every new container), so the old
+        # the one on the data disk, on every rotation (and on every new container), so the old
         # password stops working and the stack output is the password that works.
         remote.Command(
             f"{host}-grafana-password-reset",
@@ -161,11 +146,9 @@ class Monitoring(pulumi.ComponentResource):
             triggers=pulumi.Output.secret([self.grafana_admin_password, self.grafana.id]),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.grafana], deleted_with=on.vm),
         )
-        alertmanager_data = kept_volume(f"{host}-{ac.ALERTMANAGER_VOLUME}", ac.ALERTMANAGER_VOLUME, on_host)
         self.alertmanager = images.container(
             args.alertmanager,
             pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[alertmanager_config])),
-            volume_names={ac.ALERTMANAGER_VOLUME: alertmanager_data.name},
         )
         self.register_outputs(
             {"prometheusUrl": args.prometheus_url, "grafanaUrl": args.grafana_url, "alertmanagerUrl": args.alertmanager_url}

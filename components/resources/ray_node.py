@@ -39,7 +39,7 @@ class RayNodeArgs:
     head_container: Optional[docker.Container] = None  # None: this is the head
     drain: Optional[DrainArgs] = None  # workers only
     redis_password: Optional[pulumi.Output] = None  # the head's: its GCS store's password
-    gcs_store: Optional[pulumi.Resource] = None  # the Redis container, when it shares the head's VM
+    gcs_store: Optional[pulumi.Resource] = None  # the head's: its Redis container, on whichever VM
 
 
 class RayNode(pulumi.ComponentResource):
@@ -58,9 +58,10 @@ class RayNode(pulumi.ComponentResource):
             f"{name}-ray",
             spec,
             self.image.image_id,
-            # Ray starts only once the firewall and its certificates are in place (and the head once
-            # its Redis runs, when both share the VM). It reads its certificates at start: new ones
-            # (a renewal, a new CA) replace the container.
+            # Ray starts only once the firewall and its certificates are in place, and the head once
+            # its Redis is healthy (created with `wait`; a plain edge: a replaced Redis does not
+            # replace the head, whose `ray start` exits and is restarted by Docker). It reads its
+            # certificates at start: new ones (a renewal, a new CA) replace the container.
             pulumi.ResourceOptions.merge(
                 on_node,
                 pulumi.ResourceOptions(

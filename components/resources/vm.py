@@ -8,7 +8,7 @@ import pulumi
 import pulumi_tls as tls
 import pulumi_vsphere as vsphere
 
-from components.render import cloud_init
+from components.render import cloud_init, data_disk
 from components.model.config import Vsphere
 
 
@@ -24,6 +24,9 @@ SET_AT_CLONE = (
     "disks[0].eagerlyScrub",
 )
 
+# The VM's disks entry of the data disk (after the template's disk0).
+DATA_DISK_ENTRY = "disks[1]"
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -31,6 +34,8 @@ class Placement:
 
     resource_pool_id: str
     datastore_id: str
+    datastore_name: str  # a vsphere.VirtualDisk names its datastore and datacenter
+    datacenter_name: str
     network_id: str
     template: vsphere.GetVirtualMachineResult
     folder: Optional[str]
@@ -50,6 +55,8 @@ class Placement:
         return Placement(
             resource_pool_id=pool_id,
             datastore_id=vsphere.get_datastore(name=names.datastore, datacenter_id=datacenter.id).id,
+            datastore_name=names.datastore,
+            datacenter_name=names.datacenter,
             network_id=vsphere.get_network(name=names.network, datacenter_id=datacenter.id).id,
             template=vsphere.get_virtual_machine(name=names.template, datacenter_id=datacenter.id),
             folder=names.folder,
@@ -66,6 +73,13 @@ class VmArgs:
     metadata: str  # cloud_init.metadata
     user_data: Callable[[str, str], str]  # (host private key, host public key) -> cloud_init.user_data
     tier_tag_id: pulumi.Input[str]
+    data_disk: Optional["DataDiskArgs"] = None  # on the nodes whose data must outlive the VM
+
+
+@dataclass(frozen=True)
+class DataDiskArgs:
+    size_gb: int
+    vmdk_path: str  # data_disk.vmdk_path
 
 
 class Vm(pulumi.ComponentResource):
@@ -85,6 +99,29 @@ class Vm(pulumi.ComponentResource):
         # The user-data carries the host private key: keep it secret in state and diffs.
         guestinfo: pulumi.Output[dict[str, str]] = user_data.apply(lambda text: cloud_init.guestinfo(args.metadata, text))
         extra_config: pulumi.Output[dict[str, str]] = pulumi.Output.secret(guestinfo)
+        disks = [
+            vsphere.VirtualMachineDiskArgs(
+                label="disk0",
+                # vSphere cannot shrink a cloned disk: never ask for less than the template's.
+                size=max(args.disk_gb, int(template_disk.size)),
+                thin_provisioned=template_disk.thin_provisioned,
+                eagerly_scrub=template_disk.eagerly_scrub,
+            )
+        ]
+        self.data_disk: Optional[vsphere.VirtualDisk] = None
+        if args.data_disk is not None:
+            self.data_disk = self._data_disk(name, args.data_disk, placement)
+            disks.append(
+                vsphere.VirtualMachineDiskArgs(
+                    label="data",
+                    # Attached, not created by the VM: deleting the VM detaches it first and keeps
+                    # the VMDK (terraform-provider-vsphere DiskDestroyOperation), for the next VM.
+                    attach=True,
+                    path=self.data_disk.vmdk_path,
+                    datastore_id=placement.datastore_id,
+                    unit_number=data_disk.UNIT_NUMBER,
+                )
+            )
 
         self.vm = vsphere.VirtualMachine(
             name,
@@ -103,22 +140,15 @@ class Vm(pulumi.ComponentResource):
                     adapter_type=template.network_interface_types[0],
                 )
             ],
-            disks=[
-                vsphere.VirtualMachineDiskArgs(
-                    label="disk0",
-                    # vSphere cannot shrink a cloned disk: never ask for less than the template's.
-                    size=max(args.disk_gb, int(template_disk.size)),
-                    thin_provisioned=template_disk.thin_provisioned,
-                    eagerly_scrub=template_disk.eagerly_scrub,
-                )
-            ],
+            disks=disks,
             clone=vsphere.VirtualMachineCloneArgs(template_uuid=template.id),
             extra_config=extra_config,
             tags=[args.tier_tag_id],
             opts=pulumi.ResourceOptions.merge(
                 child,
                 pulumi.ResourceOptions(
-                    # A VM name is unique in its folder: a replacement must delete the old VM first.
+                    # A VM name is unique in its folder, and a data disk is attached to one VM at a
+                    # time: a replacement deletes (and so detaches from) the old VM first.
                     delete_before_replace=True,
                     # Set once, when the VM is cloned: a rebuilt template (a new UUID; every clone.*
                     # is ForceNew) or new cloud-init (extraConfig updates in place and reboots) must
@@ -127,9 +157,25 @@ class Vm(pulumi.ComponentResource):
                     ignore_changes=list(SET_AT_CLONE),
                     # A resize would power the VM off in place, before anything on it drains;
                     # as a replacement, the engine drains the node first, then replaces the VM.
-                    replace_on_changes=["numCpus", "memory"],
+                    # The data disk is partitioned and mounted by cloud-init, which runs when a VM
+                    # is cloned: attached to a running VM it would be an unmounted disk.
+                    replace_on_changes=["numCpus", "memory", DATA_DISK_ENTRY],
                 ),
             ),
         )
         self.host_public_key = self.host_key.public_key_openssh
         self.register_outputs({"vmId": self.vm.id, "hostPublicKey": self.host_public_key})
+
+    def _data_disk(self, name: str, args: DataDiskArgs, placement: Placement) -> vsphere.VirtualDisk:
+        """The VMDK of its own. Not deleted_with the VM: it outlives a replaced VM; a destroy, or the
+        node no longer hosting monitoring or Redis, deletes it after the VM (README "Monitoring data")."""
+        return vsphere.VirtualDisk(
+            f"{name}-data-disk",
+            size=args.size_gb,
+            vmdk_path=args.vmdk_path,
+            datastore=placement.datastore_name,
+            datacenter=placement.datacenter_name,
+            type="thin",
+            create_directories=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )

@@ -17,6 +17,7 @@ import json
 import pytest
 
 from conftest import prod_raw
+from scripts.ops import disk_attachments
 from scripts.ops import engine_rules as er
 from scripts.ops import provider_rules
 from scripts.ops import program_mocks
@@ -333,3 +334,78 @@ def test_the_prefixed_names_take_over_the_old_resources_through_their_aliases():
             plan = er.up(old, [x for x in new() if not x.aliases] + [dataclasses.replace(r, aliases=())])
             assert plan.has("create", r.urn.rsplit("::", 2)[-2].rsplit(":", 1)[-1], r.name)
             break
+
+
+# ---------------------------------------------------------------- data disks (components/render/data_disk.py)
+
+DISK = ("VirtualDisk", "{}-data-disk")
+MONITORING_HOST = "ray-ao-2"
+AWAY = json.dumps({"redis.host": "ray-ao-3"})
+
+
+def vm_urn(resources, node: str) -> str:
+    return next(r.urn for r in resources if r.type.endswith("VirtualMachine") and r.name == node)
+
+
+@pytest.mark.parametrize("node, changes", [(MONITORING_HOST, "{}"), (HEAD, "{}"), ("ray-ao-3", AWAY)])
+def test_replacing_a_vm_keeps_its_data_disk_detached_from_the_old_vm_first(node, changes):
+    """The monitoring host, the head with its Redis, a Redis on its own VM: `--replace` of the VM."""
+    old = er.refreshed(copy.deepcopy(list(graph(NIGHT, changes))))
+    program = new(changes=changes)
+    plan = er.up(old, program, replace=[vm_urn(old, node)])
+    assert plan.step("same", *DISK[:1], DISK[1].format(node))
+    assert not [s for s in plan.changed() if s.kind == "VirtualDisk"]
+    assert plan.before(step("delete-replaced", VM, node), step("create-replacement", VM, node))
+    assert disk_attachments.attachment_problems(plan, old, program) == []
+
+
+def test_without_delete_before_replace_the_new_vm_would_attach_a_disk_the_old_one_holds():
+    """The negative control: create-before-delete (the provider's default) puts the VMDK on two VMs."""
+    old = state_after_up()
+    program = new()
+    for r in program:
+        if r.type.endswith("VirtualMachine"):
+            r.delete_before_replace = False
+    plan = er.up(old, program, replace=[vm_urn(old, MONITORING_HOST)])
+    (problem,) = disk_attachments.attachment_problems(plan, old, program)
+    assert problem.startswith(f"create-replacement {MONITORING_HOST}: ") and f"{MONITORING_HOST} (old)" in problem
+
+
+def test_destroy_removes_each_data_disk_after_its_vm_let_go_of_it():
+    old = state_after_up()
+    plan = er.destroy(old)
+    for node in (HEAD, MONITORING_HOST):
+        assert plan.before(step("delete", VM, node), step("delete", DISK, node))
+        assert plan.step("delete", *DISK[:1], DISK[1].format(node)).calls_provider  # not deleted_with: really deleted
+    assert disk_attachments.attachment_problems(plan, old, []) == []
+    # The control: the disk deleted while its VM still holds it is caught.
+    early = er.Plan([[plan.step("delete", *DISK[:1], DISK[1].format(HEAD))], *plan.rounds])
+    assert disk_attachments.attachment_problems(early, old, []) != []
+
+
+def test_a_redis_away_from_the_head_is_created_before_the_head_and_its_vm_replacement_leaves_the_head_be():
+    fresh = er.up([], new(changes=AWAY))
+    assert fresh.before(("create", "Container", "ray-ao-3-redis"), step("create", CONTAINER, HEAD))
+    old = er.refreshed(copy.deepcopy(list(graph(NIGHT, AWAY))))
+    plan = er.up(old, new(changes=AWAY), replace=[vm_urn(old, "ray-ao-3")])
+    # Redis goes with its VM and comes back on the new one, from its AOF on the kept disk; the head's
+    # container is not replaced (a plain depends_on edge): its `ray start` exits while Redis is away,
+    # Docker restarts it, and the GCS reads its state back.
+    assert plan.before(step("create-replacement", VM, "ray-ao-3"), ("create-replacement", "Container", "ray-ao-3-redis"))
+    assert plan.step("same", *CONTAINER[:1], CONTAINER[1].format(HEAD))
+    # Nothing else changes but the DRS rule, which names the new VM's id.
+    assert {s.name for s in plan.changed() if not s.name.startswith("ray-ao-3")} == {"ray-always-on-anti-affinity"}
+
+
+def test_a_stack_from_before_the_data_disks_replaces_their_vms_once_each_drained_first():
+    """What the upgrade costs: cloud-init mounts the disk, so it comes with a new VM (`disks[1]`)."""
+    old = state_after_up()
+    for r in old:
+        if r.type.endswith("VirtualMachine"):
+            r.inputs["disks"] = r.inputs["disks"][:1]
+    old = [r for r in old if not r.type.endswith("VirtualDisk")]
+    plan = er.up(old, new())
+    assert {s.name for s in plan.changed() if s.kind == "VirtualMachine"} == {HEAD, MONITORING_HOST}
+    for node in (HEAD, MONITORING_HOST):
+        assert plan.before(("create", "VirtualDisk", f"{node}-data-disk"), step("create-replacement", VM, node))
+    assert plan.before(step("delete-replaced", DRAIN, MONITORING_HOST), step("delete-replaced", VM, MONITORING_HOST))

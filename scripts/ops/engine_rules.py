@@ -11,7 +11,8 @@ at 1b5949891b3c (2026-08-21), pkg/resource/deploy/step_generator.go unless named
      replaced, or when its provider is replaced; otherwise the provider's Diff decides.
   E2 ignore_changes paths keep their old values before the provider diffs
      (pkg/resource/deploy/step_generator.go processIgnoreChanges via diffResource), and a
-     change under a `replace_on_changes` path replaces (applyReplaceOnChanges).
+     change under a `replace_on_changes` path replaces (applyReplaceOnChanges: a detailed-diff
+     path the replace_on_changes path Contains, so `disks[1]` is that list element only).
   E3 An input that depends on a replaced resource's output is unknown, so it changes
      (the replacement has a new id): calculateDependentReplacements substitutes
      MakeComputed for it; at registration the new output differs.
@@ -144,6 +145,12 @@ def with_ignored(old: Resource, new: Resource) -> dict[str, Any]:
     return inputs
 
 
+def _changed_under(path: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether the value at `path` (`x[*]`: anywhere under x) differs."""
+    parts = _path(path.removesuffix("[*]"))
+    return _get(old, parts) != _get(new, parts)
+
+
 @dataclass(frozen=True)
 class Diff:
     replace: bool
@@ -239,7 +246,7 @@ class Deployment:
         inputs = with_ignored(old, new)
         changed = {key for key in set(inputs) | set(old.inputs) if inputs.get(key) != old.inputs.get(key)}
         changed |= {key for key, urns in new.property_dependencies.items() if set(urns) & self.replaces and key not in new.ignore_changes}
-        forced = sorted(k for k in changed if k in new.replace_on_changes)
+        forced = sorted(p for p in new.replace_on_changes if p in changed or _changed_under(p, old.inputs, inputs))
         if forced:
             return Diff(True, frozenset(changed), f"{', '.join(forced)} changed (replace_on_changes)")
         return self._provider_diff(new.type, frozenset(changed))

@@ -45,6 +45,12 @@ PROVIDERS: dict[str, ProviderRules] = {
         delete_before_replace=False,
         reboot_keys=frozenset({"extraConfig", "guestId", "firmware", "numCpus", "memory"}),
     ),
+    "vsphere:index/virtualDisk:VirtualDisk": ProviderRules(
+        source="vmware/terraform-provider-vsphere v2.16.1 (6e5d67ea) vsphere/resource_vsphere_virtual_disk.go "
+        "resourceVSphereVirtualDisk: vmdk_path, datastore, type, adapter_type, datacenter, create_directories are "
+        "ForceNew; size updates in place (resourceVSphereVirtualDiskUpdate extends it, refuses to shrink)",
+        replace_keys=frozenset({"vmdkPath", "datastore", "type", "adapterType", "datacenter", "createDirectories"}),
+    ),
     "vsphere:index/tagCategory:TagCategory": ProviderRules(
         source="vmware/terraform-provider-vsphere vsphere/resource_vsphere_tag_category.go: cardinality is ForceNew; "
         "associable_types updates in place (resourceVSphereTagCategoryUpdate adds types)",
@@ -110,6 +116,26 @@ PROVIDERS: dict[str, ProviderRules] = {
         "for keys marked ForcesProviderReplace, which pulumi-docker marks nowhere",
     ),
 }
+
+VM_TYPE = "vsphere:index/virtualMachine:VirtualMachine"
+VIRTUAL_DISK_TYPE = "vsphere:index/virtualDisk:VirtualDisk"
+
+
+def attached_vmdks(type_token: str, inputs: dict[str, Any]) -> frozenset[str]:
+    """The VMDK paths a VM attaches (`disks[*]` with `attach`), which outlive it.
+
+    vmware/terraform-provider-vsphere v2.16.1 (6e5d67ea),
+    vsphere/internal/virtualdevice/virtual_machine_disk_subresource.go: resourceVSphereVirtualMachineDelete
+    calls DiskDestroyOperation before virtualmachine.Destroy, which detaches every disk with `attach` or
+    `keep_on_remove` (DiskSubresource.Delete clears the FileOperation): the VMDK is kept. `attach` implies
+    keep_on_remove (DiffGeneral); path and size of an attached disk are not read back (setFlatBackingProperties).
+    DiskDiffOperation refuses one path twice within ONE VM only: nothing in the provider stops a second
+    VM attaching a VMDK another VM holds; vSphere's file lock on a running VM's disks then fails it.
+    """
+    if type_token != VM_TYPE:
+        return frozenset()
+    return frozenset(d["path"] for d in inputs.get("disks") or [] if d.get("attach") and d.get("path"))
+
 
 # Values a provider reads back in another spelling than it was given: written any other
 # way, every refresh shows a diff. Path -> how the provider spells it on read.

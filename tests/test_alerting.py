@@ -29,7 +29,7 @@ from components.model import config
 from components.model.versions import pinned_version
 from components.model.ports import MONITORING
 from components.render import alerting_config as ac
-from components.render import containers, firewall_rules
+from components.render import containers, data_disk, firewall_rules
 from components.render import monitoring_config as mc
 from conftest import prod_raw, require_tool
 
@@ -123,7 +123,8 @@ def test_alertmanager_runs_pinned_health_checked_with_its_config_and_kept_data(p
     assert pinned_version(spec.image) == re.search(r"version (\d+\.\d+\.\d+)", version.stdout + version.stderr).group(1)
     assert spec.health.test[0] == "CMD" and "/-/healthy" in spec.health.test[-1]
     assert f"--config.file={ac.ALERTMANAGER_CONFIG.container}/{ac.ALERTMANAGER_YML}" in spec.command
-    assert spec.volumes == {ac.ALERTMANAGER_VOLUME: ac.ALERTMANAGER_DATA}
+    assert (data_disk.ALERTMANAGER.host, ac.ALERTMANAGER_DATA) in [(b.source, b.target) for b in spec.binds if not b.read_only]
+    assert spec.user == data_disk.ALERTMANAGER.user and data_disk.ALERTMANAGER.gid == ac.IMAGE_GID
 
 
 # ---- A real Alertmanager ----

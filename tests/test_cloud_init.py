@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.render import cloud_init
+from components.render import cloud_init, data_disk
 from conftest import require_tool
 
 
@@ -142,6 +142,70 @@ def test_libyaml_writes_the_very_text_pyyaml_would(prod_config):
         )
         assert cloud_init.metadata(prod_config, placed) == yaml.safe_dump(yaml.safe_load(cloud_init.metadata(prod_config, placed)), sort_keys=False)
 
+# ---- The data disk: formatted once, mounted on every VM it is attached to ----
+
+# cloud-init's own disk_setup/fs_setup code (cc_disk_setup.mkpart and mkfs) on our entries, with
+# only the probing of the device stood in for (no disk here): what it finds -> what it runs.
+DISK_SETUP_DECISIONS = """
+import json, sys
+from cloudinit.config import cc_disk_setup as d
+document, found = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+disk = {"name": "sdb", "type": "disk", "fstype": None, "label": None}
+children = [{"name": "sdb1", "type": "part", **f} for f in found]  # what lsblk lists under the disk
+ran = []
+def partitioned(table_type, device, layout):
+    ran.append(["partition", device])
+    children.append({"name": "sdb1", "type": "part", "fstype": None, "label": None})
+d.assert_and_settle_device = lambda device: None
+d.is_device_valid = lambda device, partition=False: True
+d.check_partition_layout = lambda table_type, device, layout: False  # as on a grown disk
+d.enumerate_disk = lambda device, nodeps=False: iter([disk] + ([] if nodeps else children))
+d.check_fs = lambda device: next(((c["label"], c["fstype"], None) for c in children if "/dev/" + c["name"] == device), (None, None, None))
+d.exec_mkpart = partitioned
+d.get_hdd_size = lambda device: 100 * 2**30
+d.subp.which = lambda name: "/sbin/" + name
+d.subp.subp = lambda cmd, *args, **kwargs: ran.append(cmd) or ("", "")
+for device, definition in document["disk_setup"].items():
+    d.mkpart(device, definition)
+for fs in document["fs_setup"]:
+    d.mkfs(fs)
+print(json.dumps(ran))
+"""
+
+
+def disk_setup_runs(document: dict, found: list[dict]) -> list:
+    """What cloud-init runs for `document` on a disk whose partition 1 is `found` (none: blank)."""
+    return json.loads(subprocess.run(
+        ["/usr/bin/python3", "-c", DISK_SETUP_DECISIONS, json.dumps(document), json.dumps(found)],
+        capture_output=True, text=True, check=True,
+    ).stdout)
+
+
+def test_the_data_disk_is_formatted_when_blank_and_never_again(prod_config, tmp_path):
+    monitoring = prod_config.monitoring_host
+    document = yaml.safe_load(cloud_init.user_data(prod_config, monitoring, HOST_PRIVATE, HOST_PUBLIC))
+    assert {"disk_setup", "fs_setup", "mounts"} <= set(document)  # schema-checked with the rest above
+    blank = disk_setup_runs(document, [])
+    assert blank[0] == ["partition", data_disk.DEVICE]
+    (mkfs,) = [cmd for cmd in blank if cmd[0].startswith("/sbin/mkfs")]
+    assert mkfs[0] == f"/sbin/mkfs.{data_disk.FILESYSTEM}" and data_disk.LABEL in mkfs and f"{data_disk.DEVICE}1" in mkfs
+    # The disk a replaced VM left behind: nothing is partitioned or formatted.
+    kept = {"fstype": data_disk.FILESYSTEM, "label": data_disk.LABEL}
+    assert disk_setup_runs(document, [kept]) == []
+    # Someone else's file system on it: left alone too.
+    assert disk_setup_runs(document, [{"fstype": "xfs", "label": "other"}]) == []
+    # The control: `partition: none` (the whole disk) would format it again on every new VM.
+    document["fs_setup"][0]["partition"] = "none"
+    assert any(cmd[0].startswith("/sbin/mkfs") for cmd in disk_setup_runs(document, [kept]))
+
+
+def test_only_nodes_with_data_keep_a_data_disk(prod_config):
+    for placed in prod_config.placed_nodes:
+        document = yaml.safe_load(cloud_init.user_data(prod_config, placed, HOST_PRIVATE, HOST_PUBLIC))
+        has_disk = placed.node.name in (prod_config.monitoring_host.node.name, prod_config.redis_host.node.name)
+        assert ("mounts" in document) == has_disk, placed.node.name
+
+
 # ---- A nightly VM installs nothing: the template's Docker, the LAN's images ----
 
 
@@ -159,7 +223,7 @@ def _stub_bin(tmp_path, present: set[str]):
 
 def _runcmd_script(cfg, placed) -> str:
     document = yaml.safe_load(cloud_init.user_data(cfg, placed, HOST_PRIVATE, HOST_PUBLIC))
-    [check] = [cmd for cmd in document["runcmd"] if cmd[:2] == ["sh", "-c"]]
+    [check] = [cmd for cmd in document["runcmd"] if cmd[:2] == ["sh", "-c"] and "missing=" in cmd[2]]
     return check[2]
 
 

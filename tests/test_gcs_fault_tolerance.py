@@ -24,7 +24,7 @@ import pytest
 
 from components.model import config
 from components.model.ports import REDIS
-from components.render import containers, firewall_rules, ray_start, redis_store
+from components.render import containers, data_disk, firewall_rules, ray_start, redis_store
 from conftest import prod_raw, require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,11 +82,11 @@ def test_redis_runs_on_redis_host_before_the_head_with_aof_and_password(prod_con
     names = [spec.name for spec in containers.node_containers(prod_config, host)]
     assert names.index(redis_store.CONTAINER_NAME) < names.index(ray_start.CONTAINER_NAME)
     spec = containers.redis_container(prod_config)
-    assert spec.image == prod_config.redis.image and spec.user == redis_store.IMAGE_USER
+    assert spec.image == prod_config.redis.image and spec.user == data_disk.REDIS.user
     assert spec.secret_env == (redis_store.PASSWORD_ENV,) and not spec.env
     script = spec.command[2]
     assert "appendonly yes" in script and f"port {REDIS}" in script and f"bind {host.node.ip} 127.0.0.1" in script
-    assert spec.volumes == {redis_store.VOLUME_NAME: redis_store.DATA_DIR}
+    assert [(b.source, b.target, b.read_only, b.must_exist) for b in spec.binds] == [(data_disk.REDIS.host, redis_store.DATA_DIR, False, True)]
     assert [s.name for s in containers.node_containers(prod_config, prod_config.placed("ray-ao-2"))].count(redis_store.CONTAINER_NAME) == 0
 
 

@@ -1,8 +1,8 @@
 """Under Pulumi's mocks: what keeps the cluster going, and telling, when the head fails.
 
-Monitoring off the head, data volumes Pulumi never deletes, the always-on VMs
-kept apart by DRS, the head wired to its Redis with a secret password, and
-Alertmanager's secret-bearing config.
+Monitoring off the head, the always-on VMs kept apart by DRS, the head wired to
+its Redis with a secret password, and Alertmanager's secret-bearing config. Where
+their data lives (a disk that outlives the VM): tests/test_data_disk.py.
 """
 import base64
 import json
@@ -14,7 +14,6 @@ from scripts.ops.program_mocks import TEST_SECRETS, run_program
 
 CONTAINER = "docker:index/container:Container"
 COMMAND = "command:remote:Command"
-VOLUME = "docker:index/volume:Volume"
 VM = "vsphere:index/virtualMachine:VirtualMachine"
 ANTI_AFFINITY = "vsphere:index/computeClusterVmAntiAffinityRule:ComputeClusterVmAntiAffinityRule"
 NIGHT = "2026-11-22T22:00:00+01:00"
@@ -43,19 +42,6 @@ def test_the_monitoring_stack_is_not_on_the_head_by_default(night, prod_config):
     assert night.outputs["alertmanagerUrl"] == "http://10.20.0.12:9093"
 
 
-def test_data_volumes_are_kept_when_pulumi_replaces_or_deletes_them(night):
-    # The image mirror's volume is left out: the program refills it from the pinned images.
-    volumes = {v.inputs["name"]: v for v in night.of_type(VOLUME) if v.inputs["name"] != "image-mirror"}
-    assert set(volumes) == {"prometheus-data", "grafana-data", "alertmanager-data", "ray-gcs-redis-data"}
-    for name, volume in volumes.items():
-        assert volume.retain_on_delete and volume.delete_before_replace, name
-    users = {c.name: c for c in night.of_type(CONTAINER)}
-    for container, volume in (("ray-ao-2-prometheus", "prometheus-data"), ("ray-ao-2-grafana", "grafana-data"),
-                              ("ray-ao-2-alertmanager", "alertmanager-data"), ("ray-ao-1-redis", "ray-gcs-redis-data")):
-        assert volume in [v.get("volumeName") for v in users[container].inputs["volumes"]], container
-        assert volumes[volume].urn in users[container].dependencies, container
-
-
 def test_drs_keeps_the_always_on_vms_on_different_hosts(night, prod_config):
     (rule,) = night.of_type(ANTI_AFFINITY)
     always_on = sorted(p.node.name for p in prod_config.placed_nodes if p.tier.always_on)
@@ -80,7 +66,7 @@ def test_the_head_starts_against_its_redis_with_a_generated_secret_password(nigh
     assert "envs" in redis.secret_inputs and "envs" in head.secret_inputs
     assert password not in json.dumps(head.inputs["command"]) and password not in json.dumps(redis.inputs["command"])
     assert redis.urn in head.dependencies, "the head starts once its Redis runs"
-    assert redis.inputs["user"] == "999:999" and redis.inputs["restart"] == "unless-stopped"
+    assert redis.inputs["user"] == "999:999" and redis.inputs["restart"] == "unless-stopped"  # the redis image's user
     for placed in prod_config.placed_nodes:
         if not placed.node.head:
             assert "RAY_REDIS_PASSWORD" not in envs(night.one(CONTAINER, f"{placed.node.name}-ray"))

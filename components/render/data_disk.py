@@ -5,9 +5,10 @@ vSphere keeps an attached disk when its VM is deleted (terraform-provider-vspher
 DiskDestroyOperation detaches it first), so a replaced VM gets the same disk back.
 Cloud-init makes it usable on every new VM without ever formatting it twice: the
 partition table is written only on a blank disk (cc_disk_setup.mkpart: "not overwrite
-and (is_disk_used or is_filesystem)" skips), the file system only where partition 1
-lacks one with our label and type (cc_disk_setup.mkfs with a numbered partition).
-`partition: none` would skip that check and format the disk on every new VM.
+and (is_disk_used or is_filesystem)" skips), the file system only on a partition
+without one (`partition: auto`, cc_disk_setup.find_device_node: a partition with our
+label and type is reused, one with another file system is never touched).
+`partition: none` would format the disk on every new VM, whatever it holds.
 
 Prometheus, Grafana, Alertmanager and Redis keep their data in a directory each,
 owned by the user the container runs as.
@@ -67,7 +68,7 @@ def cloud_config(roles: tuple[str, ...]) -> dict:
     )
     return {
         "disk_setup": {DEVICE: {"table_type": "mbr", "layout": True, "overwrite": False}},
-        "fs_setup": [{"label": LABEL, "filesystem": FILESYSTEM, "device": DEVICE, "partition": 1, "overwrite": False}],
+        "fs_setup": [{"label": LABEL, "filesystem": FILESYSTEM, "device": DEVICE, "partition": "auto", "overwrite": False}],
         # nofail: a VM whose disk is missing still boots (and says so above) instead of hanging.
         "mounts": [[f"LABEL={LABEL}", MOUNT_POINT, FILESYSTEM, "defaults,nofail", "0", "2"]],
         "runcmd": [["sh", "-c", prepare]],

@@ -396,6 +396,7 @@ COMPARED_INPUTS = {
     "devices", "restart", "healthcheck", "shmSize", "stopTimeout", "labels", "logDriver", "logOpts",
     "user",
     "destroyGraceSeconds",  # Pulumi's own wait when deleting; equals stopTimeout, checked below
+    "wait", "waitTimeout",  # Pulumi's own wait for a healthy container when creating it: nothing on the VM
 }
 
 
@@ -418,7 +419,7 @@ def pulumi_view(container, image_name: str) -> dict:
             for v in i.get("volumes") or []
         ),
         "mounts": [
-            (m["type"], m["source"], m["target"], m.get("readOnly", False), m["bindOptions"]["propagation"])
+            (m["type"], m["source"], m["target"], m.get("readOnly", False), (m.get("bindOptions") or {}).get("propagation"))
             for m in i.get("mounts") or []
         ],
         "devices": [(d["hostPath"], d["containerPath"]) for d in i.get("devices") or []],

@@ -4,7 +4,8 @@ vSphere hands them to the guest through `guestinfo.metadata` / `guestinfo.userda
 (cloud-init's VMware datasource). The metadata carries the hostname and the
 static address as netplan v2; the user-data creates the SSH user, installs the
 program-generated SSH host key (so every later SSH connection can pin it) and
-uses the template's Docker engine.
+uses the template's Docker engine. On the monitoring host and redis.host it also
+formats (once) and mounts the data disk (render/data_disk.py).
 
 A VM of a windowed tier (cloned every evening) never installs anything: its
 bring-up must not depend on the internet or a package mirror. The template

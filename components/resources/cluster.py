@@ -173,7 +173,7 @@ class RayCluster(pulumi.ComponentResource):
 def vm_args(cfg: ClusterConfig, placed: PlacedNode, tier_tag_id: pulumi.Input[str], cluster_name: str) -> VmArgs:
     node_name = placed.node.name
     return VmArgs(
-        name=placed.node.name,
+        name=node_name,
         vcpu=placed.tier.vcpu,
         memory_gb=placed.tier.memory_gb,
         disk_gb=placed.tier.disk_gb,

@@ -1,4 +1,5 @@
-"""One Ubuntu VM cloned from the vSphere template, configured by cloud-init."""
+"""One Ubuntu VM cloned from the vSphere template, configured by cloud-init; on the
+monitoring host and redis.host, with a data disk that outlives it (render/data_disk.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,6 +66,12 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class DataDiskArgs:
+    size_gb: int
+    vmdk_path: str  # data_disk.vmdk_path
+
+
+@dataclass(frozen=True)
 class VmArgs:
     name: str
     vcpu: int
@@ -73,13 +80,7 @@ class VmArgs:
     metadata: str  # cloud_init.metadata
     user_data: Callable[[str, str], str]  # (host private key, host public key) -> cloud_init.user_data
     tier_tag_id: pulumi.Input[str]
-    data_disk: Optional["DataDiskArgs"] = None  # on the nodes whose data must outlive the VM
-
-
-@dataclass(frozen=True)
-class DataDiskArgs:
-    size_gb: int
-    vmdk_path: str  # data_disk.vmdk_path
+    data_disk: Optional[DataDiskArgs] = None  # on the nodes whose data must outlive the VM
 
 
 class Vm(pulumi.ComponentResource):

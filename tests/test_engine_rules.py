@@ -409,3 +409,10 @@ def test_a_stack_from_before_the_data_disks_replaces_their_vms_once_each_drained
     for node in (HEAD, MONITORING_HOST):
         assert plan.before(("create", "VirtualDisk", f"{node}-data-disk"), step("create-replacement", VM, node))
     assert plan.before(step("delete-replaced", DRAIN, MONITORING_HOST), step("delete-replaced", VM, MONITORING_HOST))
+
+
+def test_moving_monitoring_replaces_both_vms_and_deletes_the_old_disk_only_once_let_go():
+    old, program = state_after_up(), new(changes=json.dumps({"monitoring.host": "ray-ao-3"}))
+    plan = er.up(old, program)
+    assert plan.before(step("delete-replaced", VM, MONITORING_HOST), step("delete", DISK, MONITORING_HOST))
+    assert plan.has("create", *DISK[:1], DISK[1].format("ray-ao-3")) and disk_attachments.attachment_problems(plan, old, program) == []

@@ -40,7 +40,9 @@ PROVIDERS: dict[str, ProviderRules] = {
         source="vmware/terraform-provider-vsphere v2.16.1 resource_vsphere_virtual_machine.go: "
         "resourceVSphereVirtualMachineCustomizeDiff forces a new VM on any clone.0.* change; "
         "extra_config_reboot_required (default true), guest_id, firmware and CPU/memory changes "
-        "without hot-add power the VM off (virtual_machine_config_structure.go)",
+        "without hot-add power the VM off (virtual_machine_config_structure.go); disks[*] is never ForceNew: "
+        "a disk is added, detached or grown in place (DiskApplyOperation), DiskSubresource.DiffExisting refuses "
+        "a shrink or a changed `attach` (virtualdevice/virtual_machine_disk_subresource.go)",
         replace_keys=frozenset({"clone", "replaceTrigger", "ovfDeploy"}),
         delete_before_replace=False,
         reboot_keys=frozenset({"extraConfig", "guestId", "firmware", "numCpus", "memory"}),

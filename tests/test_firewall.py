@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import datetime as dt
 import ipaddress
+import subprocess
 
 import pytest
 
@@ -165,6 +166,29 @@ def test_no_rule_opens_more_ports_than_ufw_takes_in_one():
     worker_ranges = ((RAY.min_worker, RAY.max_worker),) * 8  # 16 ports for ufw
     with pytest.raises(ValueError, match="1 to 15 ports"):
         fw.UfwRule(worker_ranges, "10.0.0.1", "too many")
+
+
+@pytest.mark.parametrize("cloud_init_exit, runs_ufw", [(0, True), (2, True), (1, False)], ids=["done", "recoverable", "error"])
+def test_the_firewall_step_waits_for_cloud_init_and_stops_on_its_hard_error(tmp_path, cloud_init_exit, runs_ufw):
+    """The step's command run by sh, with `cloud-init` and `sudo` standing in on PATH: the ufw
+    script (stdin) runs after a finished or degraded cloud-init, never after a failed one."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cloud-init").write_text(
+        f"#!/bin/sh\n[ \"$2\" = --long ] && echo 'status: error' && echo 'errors: module apt-configure failed'\nexit {cloud_init_exit}\n"
+    )
+    (bin_dir / "sudo").write_text('#!/bin/sh\necho "as root: $*"; cat\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    ran = subprocess.run(
+        ["sh", "-c", fw.firewall_command()], input="ufw --force enable\n", capture_output=True, text=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, timeout=30,
+    )
+    if runs_ufw:
+        assert ran.returncode == 0 and ran.stdout == f"as root: flock {fw.GUARD_LOCK} sh -s\nufw --force enable\n"
+    else:
+        assert ran.returncode == 1 and ran.stdout == ""
+        assert "cloud-init failed on this VM:" in ran.stderr and "module apt-configure failed" in ran.stderr
 
 
 @pytest.mark.netns

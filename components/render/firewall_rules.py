@@ -205,6 +205,18 @@ WantedBy=timers.target
     }
 
 
+def firewall_command() -> str:
+    """What the firewall step runs over SSH, the ufw script on its stdin. It waits for cloud-init
+    first (which installs ufw and Docker). A hard cloud-init error (exit 1; 2 is a recoverable
+    one, warnings: cloudinit/cmd/status.py `handle_status_args`) fails the step with cloud-init's
+    own account, rather than a half-configured VM failing later somewhere else."""
+    return (
+        "cloud-init status --wait >/dev/null; [ $? -ne 1 ] || "
+        "{ echo 'cloud-init failed on this VM:' >&2; cloud-init status --long >&2; exit 1; }; "
+        f"sudo flock {GUARD_LOCK} sh -s"
+    )
+
+
 def guard_install_script(script: str) -> str:
     """Shell (as root) that installs the guard and starts its timer."""
     return write_files_script(

@@ -30,7 +30,7 @@ class Firewall(pulumi.ComponentResource):
         self.command = remote.Command(
             firewall_rules.firewall_name(name),
             connection=args.connection,
-            create=f"cloud-init status --wait >/dev/null; sudo flock {firewall_rules.GUARD_LOCK} sh -s",
+            create=firewall_rules.firewall_command(),
             stdin=self.script,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.vm], deleted_with=args.vm),
         )

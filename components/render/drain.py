@@ -3,7 +3,7 @@
 The drain program is a real module, components/render/drain_program.py (stdlib +
 ray, importing components/model/schedule.py). `drain_files` is what each worker
 VM receives under DRAIN_DIR: both modules at their package paths and the node's
-JSON settings. `drain_command` is the shell the drain-on-delete resource runs on
+JSON settings (`staged_drain_files`: copied over SFTP, then installed). `drain_command` is the shell the drain-on-delete resource runs on
 the VM (over SSH) before removal: the same few lines on every worker, so a
 change to the program or the settings changes the delivered files, never it.
 """
@@ -20,9 +20,9 @@ from components.model.ports import RAY, RayPorts
 from components.render import drain_program
 from components.render.drain_program import ALARM_PREFIX, EXIT_DEADLINE_PASSED, EXIT_HEAD_UNREACHABLE, DrainSettings
 from components.render.ray_start import CONTAINER_NAME
-from components.render.remote_files import write_files_script
+from components.render.remote_files import StagedFiles
 
-__all__ = ["ALARM_PREFIX", "DRAIN_DIR", "delivery_script", "drain_command", "drain_files", "drain_settings"]
+__all__ = ["ALARM_PREFIX", "DRAIN_DIR", "drain_command", "drain_files", "drain_settings", "staged_drain_files"]
 
 DRAIN_DIR = "/opt/ray-cluster/drain"  # on the VM
 # The copy the container runs. `docker cp` keeps the modes (0644 files, 0755 dirs) and makes root
@@ -70,9 +70,9 @@ def drain_files(settings: DrainSettings) -> dict[str, str]:
     return files
 
 
-def delivery_script(files: dict[str, str], root: str = DRAIN_DIR) -> str:
-    """The shell (run with sudo) that puts `files` under `root`, replacing what was there."""
-    return write_files_script({f"{root}/{path}": text for path, text in files.items()})
+def staged_drain_files(node_name: str, files: dict[str, str], root: str = DRAIN_DIR) -> StagedFiles:
+    """`files` (drain_files) under `root`, installed by the command `<node>-drain-program`."""
+    return StagedFiles(f"{node_name}-drain-program", {f"{root}/{path}": text for path, text in files.items()})
 
 
 _CONTAINER = shlex.quote(CONTAINER_NAME)

@@ -23,7 +23,7 @@ from typing import Union
 
 from components.model.config import ClusterConfig, PlacedNode
 from components.model.ports import MONITORING, RAY, REDIS, SSH
-from components.render.remote_files import write_files_script
+from components.render.remote_files import StagedFiles
 
 PortOrRange = Union[int, tuple[int, int]]
 
@@ -217,8 +217,12 @@ def firewall_command() -> str:
     )
 
 
-def guard_install_script(script: str) -> str:
-    """Shell (as root) that installs the guard and starts its timer."""
-    return write_files_script(
-        guard_files(script), then=f"systemctl daemon-reload && systemctl enable --now {GUARD_UNIT}.timer"
+def guard(node_name: str, script: str) -> StagedFiles:
+    """The guard's files for a node, its timer started once they are in place and stopped before they go."""
+    return StagedFiles(
+        f"{node_name}-ufw-guard",
+        guard_files(script),
+        then=f"systemctl daemon-reload && systemctl enable --now {GUARD_UNIT}.timer",
+        before_removal=f"systemctl disable --now {GUARD_UNIT}.timer || true",
+        after_removal="systemctl daemon-reload",
     )

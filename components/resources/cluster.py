@@ -193,7 +193,7 @@ def ray_node_args(
     worker_drain = None
     if not placed.node.head:
         worker_drain = DrainArgs(
-            delivery_script=drain.delivery_script(drain.drain_files(drain.drain_settings(cfg, placed))),
+            files=drain.staged_drain_files(placed.node.name, drain.drain_files(drain.drain_settings(cfg, placed))),
             command=drain.drain_command(placed),
             ssh_user=cfg.ssh.user,
             node_ip=str(placed.node.ip),

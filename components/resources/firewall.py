@@ -8,6 +8,7 @@ import pulumi
 from pulumi_command import remote
 
 from components.render import firewall_rules
+from components.resources.staged_files import install_staged_files
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,7 @@ class Firewall(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.vm], deleted_with=args.vm),
         )
         # Then a timer re-applies the same script, so a hand-made change does not last.
-        self.guard = remote.Command(
-            f"{name}-ufw-guard",
-            connection=args.connection,
-            create="sudo sh -s",
-            stdin=firewall_rules.guard_install_script(self.script),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.command], deleted_with=args.vm),
+        self.guard = install_staged_files(
+            firewall_rules.guard(name, self.script), args.connection, args.vm, [self.command], parent=self
         )
         self.register_outputs({"rules": self.script})

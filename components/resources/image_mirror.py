@@ -10,8 +10,9 @@ from pulumi_command import remote
 
 from components.model.config import ClusterConfig
 from components.render import containers, image_mirror
-from components.render.remote_files import write_files_script
+from components.render.remote_files import StagedFiles
 from components.resources.docker_container import docker_container, on_docker
+from components.resources.staged_files import install_staged_files
 
 
 def trust_mirror_command(
@@ -49,12 +50,9 @@ class ImageMirror(pulumi.ComponentResource):
         host = cfg.monitoring_host.node.name
         super().__init__("ray-cluster:index:ImageMirror", host, None, opts)
         on_host = on_docker(self, docker_provider, vm)
-        config = remote.Command(
-            f"{host}-image-mirror-config",
-            connection=connection,
-            create="sudo sh -s",
-            stdin=write_files_script({image_mirror.CONFIG_FILE: image_mirror.config_yml(cfg)}),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[host_trusts_mirror], deleted_with=vm),
+        config = install_staged_files(
+            StagedFiles(f"{host}-image-mirror-config", {image_mirror.CONFIG_FILE: image_mirror.config_yml(cfg)}),
+            connection, vm, [host_trusts_mirror], parent=self,
         )
         image = docker.RemoteImage(
             f"{host}-image-mirror-image", name=cfg.image(cfg.monitoring.images.registry), keep_locally=True, opts=on_host

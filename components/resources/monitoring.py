@@ -2,11 +2,12 @@
 Alertmanager on the monitoring host. All containers use host networking (published ports
 would bypass UFW) and are health-checked; the firewall decides who reaches them.
 
-Config files are written over SSH from the pure renderers in
+Config files are copied over SFTP and installed by a command
+(components/resources/staged_files.py), from the pure renderers in
 `monitoring_config`. The schedule-dependent ones (scrape targets, expected
 nodes) have their own command, so a tier change rewrites those files and
 reloads Prometheus without touching any container. Alertmanager's file holds
-the receivers' secrets: its command's input is a secret.
+the receivers' secrets: it travels in a command's secret stdin, never staged.
 
 Prometheus', Grafana's and Alertmanager's data are directories on the host's
 data disk (components/render/data_disk.py), which outlives a replaced container
@@ -30,7 +31,8 @@ from components.render import monitoring_config as mc
 from components.model.stack import PROJECT_DIR
 from components.resources.docker_container import docker_container, on_docker
 from components.resources.node import OnNode
-from components.render.remote_files import write_files_script
+from components.render.remote_files import StagedFiles, write_files_script
+from components.resources.staged_files import install_staged_files
 
 RELOAD_PROMETHEUS = "docker kill --signal HUP prometheus >/dev/null 2>&1 || true"
 ALERTMANAGER_FILE = f"{ac.ALERTMANAGER_CONFIG.host}/{ac.ALERTMANAGER_YML}"
@@ -102,24 +104,27 @@ class Monitoring(pulumi.ComponentResource):
         on_host = on_docker(self, on.docker_provider, on.vm)
         images = _Pinned(host, on_host)
 
-        def write(name: str, stdin: pulumi.Input[str]) -> remote.Command:
-            return remote.Command(
-                f"{host}-{name}",
-                connection=on.connection,
-                create="sudo sh -s",
-                stdin=stdin,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[on.firewall_ready], deleted_with=on.vm),
-            )
+        def install(name: str, files: dict[str, str]) -> remote.Command:
+            staged = StagedFiles(f"{host}-{name}", files, then=RELOAD_PROMETHEUS)
+            return install_staged_files(staged, on.connection, on.vm, [on.firewall_ready], parent=self)
 
-        config_files = write("monitoring-config", write_files_script(args.config_files, then=RELOAD_PROMETHEUS))
+        config_files = install("monitoring-config", args.config_files)
         # Changes when a tier comes or goes: files only, Prometheus re-reads them.
-        self.targets = write("scrape-targets", write_files_script(args.schedule_files, then=RELOAD_PROMETHEUS))
+        self.targets = install("scrape-targets", args.schedule_files)
+
         def alertmanager_script(receiver_secrets: Mapping[str, str]) -> str:
             files = {ALERTMANAGER_FILE: args.alertmanager_yml(receiver_secrets)}
             return write_files_script(files, mode="0640", then=SECURE_AND_RELOAD_ALERTMANAGER)
 
+        # Holds the receivers' secrets: a secret stdin, never a staged file (components/render/remote_files.py).
         receiver_secrets: pulumi.Input[Mapping[str, str]] = args.alerting_secrets if args.alerting_secrets is not None else {}
-        alertmanager_config = write("alertmanager-config", pulumi.Output.secret(receiver_secrets).apply(alertmanager_script))
+        alertmanager_config = remote.Command(
+            f"{host}-alertmanager-config",
+            connection=on.connection,
+            create="sudo sh -s",
+            stdin=pulumi.Output.secret(receiver_secrets).apply(alertmanager_script),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[on.firewall_ready], deleted_with=on.vm),
+        )
         self.dashboards = self._dashboards(on, args.ssh_user)
 
         after_config = pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(depends_on=[config_files]))

@@ -12,8 +12,10 @@ from pulumi_command import local, remote
 from components.render.containers import ContainerSpec
 from components.render.drain_over_ssh import drain_over_ssh
 from components.render.ray_start import REDIS_PASSWORD_ENV
+from components.render.remote_files import StagedFiles
 from components.resources.docker_container import docker_container, on_docker
 from components.resources.node import OnNode
+from components.resources.staged_files import install_staged_files
 
 # The label on every worker's Ray container that carries the head container's id.
 HEAD_CONTAINER_LABEL = "ray-cluster.head-container"
@@ -23,7 +25,7 @@ HEAD_CONTAINER_LABEL = "ray-cluster.head-container"
 class DrainArgs:
     """A worker's drain: the program's files on the VM, and the SSH that runs it before removal."""
 
-    delivery_script: str  # drain.delivery_script: puts the program and its settings on the VM
+    files: StagedFiles  # drain.staged_drain_files: the program and its settings, for the VM
     command: str  # drain.drain_command: what runs on the VM
     ssh_user: str
     node_ip: str
@@ -91,13 +93,8 @@ class RayNode(pulumi.ComponentResource):
             # node that does not answer is removed with an alarm instead of failing every run.
             # The program and its settings are files on the VM (their own resource), so
             # `delete` stays a few stable lines that a program change never re-diffs.
-            self.drain_program = remote.Command(
-                f"{name}-drain-program",
-                connection=on.connection,
-                create="sudo sh -s",
-                stdin=drain.delivery_script,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[on.firewall_ready], deleted_with=on.vm),
-            )
+            # Removed by its own delete only after the drain ran (the drain depends on it).
+            self.drain_program = install_staged_files(drain.files, on.connection, on.vm, [on.firewall_ready], parent=self)
             self.drain_on_delete = local.Command(
                 f"{name}-drain-on-delete",
                 create="true",

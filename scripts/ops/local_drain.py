@@ -1,7 +1,8 @@
 """The rendered drain, run on this machine as drain-on-delete runs it on a VM.
 
-The files go where they go on a VM, by the very delivery script the drain's
-file resource runs (under a local root instead of DRAIN_DIR); the program then
+The files go where they go on a VM: staged as CopyToRemote stages them, then put
+in place by the very install script the drain's command runs (under a local root
+instead of DRAIN_DIR); the program then
 runs from that directory with nothing else on its path, as in the container.
 Used by the drain tests and the rehearsal.
 """
@@ -16,7 +17,14 @@ from components.render import drain
 
 
 def deliver(files: dict[str, str], root: Path) -> Path:
-    subprocess.run(["sh", "-c", drain.delivery_script(files, str(root))], check=True)
+    """`files` under `root`; the staging directory lives in `root`'s sibling `home`, the SSH user's home on a VM."""
+    staged = drain.staged_drain_files(root.name, files, str(root))
+    home = root.parent / "home"
+    for path, text in staged.files.items():
+        copy = home / staged.staged(path)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(text)
+    subprocess.run(["sh", "-c", staged.install_script()], cwd=home, check=True)
     return root
 
 

@@ -86,10 +86,12 @@ def _secret_keys(struct) -> set[str]:
 
 
 def _unwrap_secrets(value):
-    """Inputs as plain values (which ones were secret is recorded separately); an archive as
-    the engine sees it, its signature and path."""
+    """Inputs as plain values (which ones were secret is recorded separately); an archive or a
+    text asset as the engine sees it, its signature and its path or text."""
     if isinstance(value, pulumi.FileArchive):
         return {rpc._special_sig_key: rpc._special_archive_sig, "path": value.path}
+    if isinstance(value, pulumi.StringAsset):
+        return {rpc._special_sig_key: rpc._special_asset_sig, "text": value.text}
     if isinstance(value, dict):
         if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
             return _unwrap_secrets(value["value"])
@@ -180,6 +182,11 @@ class ProgramRun:
 
     def of_type(self, type_token: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == type_token]
+
+    def staged_copies(self, command: str) -> list[Registration]:
+        """The CopyToRemote resources the install command `command` waits for."""
+        depends_on = set(self.one("command:remote:Command", command).dependencies)
+        return [r for r in self.of_type("command:remote:CopyToRemote") if r.urn in depends_on]
 
     def one(self, type_token: str, name: str) -> Registration:
         (match,) = [r for r in self.registrations if r.type == type_token and r.name == name]

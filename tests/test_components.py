@@ -8,7 +8,9 @@ import pulumi
 import pulumi_docker as docker
 from pulumi_command import remote
 
+from components.render import firewall_rules
 from components.render.containers import Bind, ContainerSpec, HealthCheck
+from components.render.remote_files import StagedFiles
 from components.resources.firewall import Firewall, FirewallArgs
 from components.resources.monitoring import NodeExporters, NodeExportersArgs
 from components.resources.node import OnNode
@@ -42,7 +44,8 @@ def tls_files(name: str) -> pulumi.CustomResource:
 def test_a_worker_ray_node_from_its_args_alone():
     def build():
         head = docker.Container("head-ray", image="x", name="ray-node")
-        drain = DrainArgs("sudo sh -s", "drain-it", "ops", "192.0.2.10", pulumi.Output.from_input("ssh-ed25519 AAAAtest"))
+        files = StagedFiles("w1-drain-program", {"/opt/drain/settings.json": "{}"})
+        drain = DrainArgs(files, "drain-it", "ops", "192.0.2.10", pulumi.Output.from_input("ssh-ed25519 AAAAtest"))
         RayNode(RayNodeArgs(on_node("w1"), SPEC, pulumi.Output.secret("token"), tls_files("w1"), head_container=head, drain=drain))
 
     run = run_component(build)
@@ -54,7 +57,9 @@ def test_a_worker_ray_node_from_its_args_alone():
     files = run.one("test:index:Files", "w1-tls-files").urn
     assert files in container.dependencies and container.replace_with == [files]
     delivered = run.one(COMMAND, "w1-drain-program")
-    assert delivered.inputs["stdin"] == "sudo sh -s" and delivered.deleted_with
+    (staged,) = run.staged_copies("w1-drain-program")
+    assert staged.inputs["source"]["text"] == "{}" and staged.inputs["remotePath"] in delivered.inputs["create"]
+    assert delivered.deleted_with == staged.deleted_with == run.one("test:index:Vm", "w1-vm").urn
     drain_on_delete = run.one(LOCAL_COMMAND, "w1-drain-on-delete")
     assert "ops@192.0.2.10 sh -s" in drain_on_delete.inputs["delete"] and "drain-it" in drain_on_delete.inputs["delete"]
 
@@ -74,6 +79,8 @@ def test_a_firewall_and_exporters_from_their_args_alone():
     run = run_component(build)
     assert run.one(COMMAND, "n-ufw").inputs["stdin"] == "ufw --force enable\n"
     assert run.one(COMMAND, "n-ufw-guard").deleted_with == run.one("test:index:Vm", "n-vm").urn
+    staged = {c.inputs["source"]["text"] for c in run.staged_copies("n-ufw-guard")}
+    assert "ufw --force enable\n" in staged and len(staged) == len(firewall_rules.guard_files(""))
     exporter = run.one(CONTAINER, "n-node-exporter")  # one container per spec, named after the node
     assert exporter.inputs["image"] == image_id("example.invalid/ray:1.2.3") and exporter.deleted_with
 

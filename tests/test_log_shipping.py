@@ -114,19 +114,16 @@ def test_the_archive_ages_out_after_the_metrics_retention(prod_config):
 def test_every_node_ships_and_the_monitoring_host_archives(night, prod_config):
     host = prod_config.monitoring_host.node.name
     archive = night.one(COMMAND, f"{host}-log-archive")
-    assert log_shipping.receiver_config(prod_config) in _written(archive.inputs["stdin"])
-    assert "systemctl restart rsyslog" in archive.inputs["stdin"]
+    assert log_shipping.receiver_config(prod_config) in _staged(night, archive.name)
+    assert "systemctl restart rsyslog" in archive.inputs["create"]
     for placed in prod_config.placed_nodes:
         ship = night.one(COMMAND, f"{placed.node.name}-log-shipping")
-        assert _written(ship.inputs["stdin"]) == [log_shipping.node_config(prod_config)]
+        assert _staged(night, ship.name) == [log_shipping.node_config(prod_config)]
         assert night.one(COMMAND, f"{placed.node.name}-ufw").urn in ship.dependencies
         ray = night.one("docker:index/container:Container", f"{placed.node.name}-ray")
         assert (ray.inputs["logDriver"], ray.inputs["logOpts"]) == ("journald", {"tag": ray_start.CONTAINER_NAME})
 
 
-def _written(script: str) -> list[str]:
-    """The files a write_files_script writes, decoded."""
-    import base64
-    import re
-
-    return [base64.b64decode(payload).decode() for payload in re.findall(r"^echo (\S+) \| base64 -d", script, re.MULTILINE)]
+def _staged(run, command: str) -> list[str]:
+    """The texts the install command `command` installs, as staged by their CopyToRemote."""
+    return [copy.inputs["source"]["text"] for copy in run.staged_copies(command)]

@@ -13,6 +13,7 @@ VM = "vsphere:index/virtualMachine:VirtualMachine"
 CONTAINER = "docker:index/container:Container"
 COMMAND = "command:remote:Command"
 LOCAL_COMMAND = "command:local:Command"
+COPY = "command:remote:CopyToRemote"
 IMAGE = "docker:index/remoteImage:RemoteImage"
 DOCKER_PROVIDER = "pulumi:providers:docker"
 VOLUME = "docker:index/volume:Volume"
@@ -55,11 +56,15 @@ def test_heavy_tier_out_leaves_always_on_untouched(raw, tmp_path, at, override):
     day = run_at(raw, tmp_path, at, override)
     assert sorted(r.name for r in day.of_type(VM)) == AO
     # Nothing about the always-on tier changes: same resources, same inputs, same edges,
-    # except the monitoring host's file of scrape targets (which lists the live nodes).
+    # except the monitoring host's files of scrape targets (which list the live nodes) and
+    # the command that installs them.
     day_view, night_view = always_on_view(day), always_on_view(night)
     assert day_view.keys() == night_view.keys()
     changed = {key for key in day_view if day_view[key] != night_view[key]}
-    assert changed == {(COMMAND, f"{MONITOR}-scrape-targets")}
+    targets = f"{MONITOR}-scrape-targets"
+    changed_copies = changed - {(COMMAND, targets)}
+    assert (COMMAND, targets) in changed and changed_copies
+    assert changed_copies <= {(COPY, c.name) for c in day.staged_copies(targets)}
 
 
 @pytest.mark.parametrize("at", [NOON, IN_DRAIN_LEAD, NIGHT])
@@ -217,8 +222,9 @@ def test_every_live_vm_has_firewall_then_ray(night, prod_config):
         assert ufw.inputs["stdin"] == firewall_rules.ufw_script(firewall_rules.firewall_rules(prod_config, placed))
         assert vm.urn in ufw.dependencies
         guard = night.one(COMMAND, f"{name}-ufw-guard")
-        assert guard.inputs["stdin"] == firewall_rules.guard_install_script(ufw.inputs["stdin"])
-        assert ufw.urn in guard.dependencies, "the timer re-applies what the firewall step applied"
+        staged = {c.inputs["remotePath"]: c.inputs["source"]["text"] for c in night.staged_copies(guard.name)}
+        assert ufw.inputs["stdin"] in staged.values(), "the timer re-applies what the firewall step applied"
+        assert ufw.urn in guard.dependencies
         assert f"flock {firewall_rules.GUARD_LOCK} " in ufw.inputs["create"], "never at the same time as the timer"
         container = night.one(CONTAINER, f"{name}-ray")
         assert ufw.urn in container.dependencies, "Ray must start only after the firewall"
@@ -285,8 +291,8 @@ def test_drain_on_delete_for_every_worker_before_container_and_vm(night, prod_co
         # The program and this node's settings arrive as files first, and stay until the drain is done.
         program = night.one(COMMAND, f"{name}-drain-program")
         settings = drain.drain_files(drain.drain_settings(prod_config, placed))["settings.json"]
-        assert program.inputs["create"] == "sudo sh -s"
-        assert base64.b64encode(settings.encode()).decode() in program.inputs["stdin"]
+        (staged,) = [c for c in night.staged_copies(program.name) if c.inputs["remotePath"].endswith("/settings.json")]
+        assert staged.inputs["source"]["text"] == settings
         assert program.urn in closure(night, d.urn)
         waits_for = closure(night, d.urn)
         # Pulumi deletes dependents first: the drain goes before the container and the VM.
@@ -359,12 +365,13 @@ def test_scrape_targets_follow_the_schedule(raw, tmp_path, prod_config):
     import datetime as dt
 
     from components.render import monitoring_config as mc
-    from components.render.remote_files import write_files_script
 
     day = run_at(raw, tmp_path, NOON)
-    stdin = day.one(COMMAND, f"{MONITOR}-scrape-targets").inputs["stdin"]
+    install = day.one(COMMAND, f"{MONITOR}-scrape-targets")
+    staged = {c.name.removeprefix(install.name): c.inputs["source"]["text"] for c in day.staged_copies(install.name)}
     at = dt.datetime.fromisoformat(NOON)
     files = {f"{mc.PROMETHEUS_CONFIG.host}/{k}": v for k, v in mc.scrape_targets(prod_config, at).items()}
     files[f"{mc.NODE_EXPORTER_TEXTFILE.host}/{mc.EXPECTED_NODES_FILE}"] = mc.expected_nodes_metrics(prod_config, at)
-    assert stdin == write_files_script(files, then="docker kill --signal HUP prometheus >/dev/null 2>&1 || true")
+    assert staged == files
+    assert install.inputs["create"].rstrip("'\n").endswith("docker kill --signal HUP prometheus >/dev/null 2>&1 || true")
     assert "10.20.0.21" not in "".join(mc.scrape_targets(prod_config, at).values())

@@ -1,3 +1,4 @@
+import gc
 import shutil
 import sys
 from pathlib import Path
@@ -26,6 +27,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("ray") and NO_OWN_NETWORK is not None:
         pytest.skip(f"real Ray runs only in a loopback-only network namespace: {NO_OWN_NETWORK}")
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """__main__.py turns the cyclic GC off for a program run, as for a process that ends with it; the
+    test process runs the program again and again, so the next test starts with it on."""
+    gc.enable()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -64,16 +64,19 @@ def test_every_file_is_staged_by_a_copy_and_installed_by_its_command(night, prod
         assert install.inputs["create"].startswith("sudo sh -c ") and install.inputs["delete"].startswith("sudo sh -c ")
         assert install.deleted_with == vm.urn
         copies = night.staged_copies(command)
-        # One copy per rendered file, its text the renderer's, staged under the command's own directory.
-        assert {c.name: c.inputs["source"]["text"] for c in copies} == {f"{command}{p}": t for p, t in files.items()}
+        # One copy per rendered file with content, its text the renderer's, staged under the command's
+        # own directory; the install makes the empty ones (package markers).
+        assert {c.name: c.inputs["source"]["text"] for c in copies} == {f"{command}{p}": t for p, t in files.items() if t}
+        assert all(path in install.inputs["create"] and path in install.inputs["delete"] for path in files)
         for copy in copies:
             assert copy.inputs["remotePath"] == f"{STAGING_ROOT}/{command}{copy.name[len(command):]}"
             assert copy.inputs["remotePath"] in install.inputs["create"]
             assert copy.parent == install.parent and copy.deleted_with == vm.urn
             assert copy.inputs["connection"] == install.inputs["connection"]
             assert not copy.inputs.get("triggers") and not copy.secret_inputs - {"connection"}
-            # Copied only once the host is reachable and ready: what the install waits for, the copy does too.
-            assert set(install.dependencies) - {c.urn for c in copies} <= set(copy.dependencies)
+            # Copied once cloud-init made the SSH user (the firewall step waits for it), before the install.
+            assert night.one(COMMAND, f"{node}-ufw").urn in copy.dependencies
+            assert set(copy.dependencies) <= set(install.dependencies)
         copies_seen |= {c.urn for c in copies}
     dashboards = night.one(COPY, f"{MONITOR}-grafana-dashboards")
     assert {c.urn for c in night.of_type(COPY)} == copies_seen | {dashboards.urn}, "no copy outside a delivery"
@@ -92,7 +95,9 @@ def test_what_waits_for_the_installed_files(night, prod_config):
     prometheus = night.one("docker:index/container:Container", f"{MONITOR}-prometheus")
     assert night.one(COMMAND, f"{MONITOR}-monitoring-config").urn in prometheus.dependencies
     mirror = night.one("docker:index/container:Container", f"{MONITOR}-image-mirror")
-    assert night.one(COMMAND, f"{MONITOR}-image-mirror-config").urn in mirror.dependencies
+    mirror_config = night.one(COMMAND, f"{MONITOR}-image-mirror-config")
+    assert mirror_config.urn in mirror.dependencies
+    assert night.one(COMMAND, f"{MONITOR}-docker-daemon-config").urn in mirror_config.dependencies
     for placed in prod_config.placed_nodes:
         name = placed.node.name
         assert night.one(COMMAND, f"{name}-ufw").urn in night.one(COMMAND, f"{name}-ufw-guard").dependencies
@@ -134,7 +139,7 @@ def delivered(host: Path, **hooks) -> tuple[StagedFiles, dict]:
 
     def build():
         vm = pulumi.CustomResource("test:index:Vm", "vm", {})
-        install_staged_files(staged, CONNECTION, vm, [], parent=vm)
+        install_staged_files(staged, CONNECTION, vm, vm, parent=vm)
 
     run = run_component(build)
     stage(run.of_type(COPY), host / "home")

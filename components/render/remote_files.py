@@ -7,6 +7,8 @@ them into place as root (`install_script`) and removes them when the files
 are no longer wanted (`removal_script`). The install script names each file's
 SHA-256: a changed file changes the command, which re-runs it in place, and a
 staged copy that is not what this program rendered is refused, not installed.
+An empty file (a Python package's `__init__.py`) has nothing to copy: the
+install script makes it, which saves a resource per file on every node.
 
 Secrets never go through the staging directory (a file in the user's home, and
 a CopyToRemote input in clear in the state): `write_files_script` carries them
@@ -41,17 +43,22 @@ class StagedFiles:
     then: str = ""  # after installing: reload or restart what reads them
     before_removal: str = ""  # before removing them: stop what runs them
     after_removal: str = ""  # after removing them
-    hashes: dict[str, str] = field(init=False, repr=False, compare=False)
+    hashes: dict[str, str] = field(init=False, repr=False, compare=False)  # of the copied files
 
     def __post_init__(self) -> None:
         relative = sorted(path for path in self.files if not path.startswith("/"))
         if relative:
             raise ValueError(f"{self.name}: host paths must be absolute: {relative}")
-        object.__setattr__(self, "hashes", {p: hashlib.sha256(t.encode()).hexdigest() for p, t in self.files.items()})
+        object.__setattr__(self, "hashes", {p: hashlib.sha256(t.encode()).hexdigest() for p, t in self.copied.items()})
 
     @property
     def stage_dir(self) -> str:
         return f"{STAGING_ROOT}/{self.name}"
+
+    @property
+    def copied(self) -> dict[str, str]:
+        """The files that travel by copy: every one with content."""
+        return {path: text for path, text in sorted(self.files.items()) if text}
 
     def staged(self, path: str) -> str:
         """Where `path`'s copy is staged: the staging directory, then the host path."""
@@ -63,11 +70,13 @@ class StagedFiles:
 
     def install_script(self) -> str:
         """Shell, run as root in the SSH user's home: check every staged copy, then install each."""
-        checks = "".join(f"{self.hashes[path]}  {self.staged(path)}\n" for path in sorted(self.files))
-        lines = ["set -eu", f"sha256sum --check --quiet --strict <<'STAGED'\n{checks}STAGED"]
+        copied = self.copied
+        checks = "".join(f"{self.hashes[path]}  {self.staged(path)}\n" for path in copied)
+        lines = ["set -eu"] + ([f"sha256sum --check --quiet --strict <<'STAGED'\n{checks}STAGED"] if copied else [])
         for path in sorted(self.files):
             make_dir, move = _install_lines(path, "0644")
-            lines += [make_dir, f"cp {shlex.quote(self.staged(path))} {shlex.quote(path + '.tmp')}", move]
+            source = shlex.quote(self.staged(path)) if path in copied else "/dev/null"
+            lines += [make_dir, f"cp {source} {shlex.quote(path + '.tmp')}", move]
         if self.then:
             lines.append(self.then)
         return "\n".join(lines) + "\n"

@@ -108,7 +108,8 @@ class RayCluster(pulumi.ComponentResource):
         # ships its logs there.
         mirror_host = hosts[cfg.monitoring_host.node.name]
         mirror = ImageMirror(
-            cfg, mirror_host.docker_provider, mirror_host.connection, mirror_host.vm, mirror_host.images_ready[0], opts=child
+            cfg, mirror_host.docker_provider, mirror_host.connection, mirror_host.vm, mirror_host.images_ready[0],
+            mirror_host.firewall_ready, opts=child,
         )
         log_archive_command(cfg, mirror_host.connection, mirror_host.vm, mirror_host.firewall_ready, parent=self)
         # Before any Ray node, wherever it runs: the head starts only once its Redis is healthy.

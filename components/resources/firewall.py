@@ -37,6 +37,6 @@ class Firewall(pulumi.ComponentResource):
         )
         # Then a timer re-applies the same script, so a hand-made change does not last.
         self.guard = install_staged_files(
-            firewall_rules.guard(name, self.script), args.connection, args.vm, [self.command], parent=self
+            firewall_rules.guard(name, self.script), args.connection, args.vm, self.command, parent=self
         )
         self.register_outputs({"rules": self.script})

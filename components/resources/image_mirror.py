@@ -45,6 +45,7 @@ class ImageMirror(pulumi.ComponentResource):
         connection: remote.ConnectionArgs,
         vm: pulumi.Resource,
         host_trusts_mirror: pulumi.Resource,
+        firewall_ready: pulumi.Resource,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         host = cfg.monitoring_host.node.name
@@ -52,7 +53,8 @@ class ImageMirror(pulumi.ComponentResource):
         on_host = on_docker(self, docker_provider, vm)
         config = install_staged_files(
             StagedFiles(f"{host}-image-mirror-config", {image_mirror.CONFIG_FILE: image_mirror.config_yml(cfg)}),
-            connection, vm, [host_trusts_mirror], parent=self,
+            # Staged once the host is up; installed once its Docker trusts the mirror, as before.
+            connection, vm, firewall_ready, parent=self, install_after=[host_trusts_mirror],
         )
         image = docker.RemoteImage(
             f"{host}-image-mirror-image", name=cfg.image(cfg.monitoring.images.registry), keep_locally=True, opts=on_host

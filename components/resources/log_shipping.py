@@ -15,7 +15,7 @@ RESTART_RSYSLOG = "systemctl restart rsyslog"
 def _rsyslog_command(name: str, files: dict[str, str], then: str, connection, vm, firewall_ready, parent) -> remote.Command:
     # A changed config re-runs the install: rsyslog restarts with it, and again once the files are removed.
     staged = StagedFiles(name, files, then=then, after_removal=RESTART_RSYSLOG)
-    return install_staged_files(staged, connection, vm, [firewall_ready], parent)
+    return install_staged_files(staged, connection, vm, firewall_ready, parent)
 
 
 def ship_logs_command(

@@ -106,7 +106,7 @@ class Monitoring(pulumi.ComponentResource):
 
         def install(name: str, files: dict[str, str]) -> remote.Command:
             staged = StagedFiles(f"{host}-{name}", files, then=RELOAD_PROMETHEUS)
-            return install_staged_files(staged, on.connection, on.vm, [on.firewall_ready], parent=self)
+            return install_staged_files(staged, on.connection, on.vm, on.firewall_ready, parent=self)
 
         config_files = install("monitoring-config", args.config_files)
         # Changes when a tier comes or goes: files only, Prometheus re-reads them.

@@ -94,7 +94,7 @@ class RayNode(pulumi.ComponentResource):
             # The program and its settings are files on the VM (their own resource), so
             # `delete` stays a few stable lines that a program change never re-diffs.
             # Removed by its own delete only after the drain ran (the drain depends on it).
-            self.drain_program = install_staged_files(drain.files, on.connection, on.vm, [on.firewall_ready], parent=self)
+            self.drain_program = install_staged_files(drain.files, on.connection, on.vm, on.firewall_ready, parent=self)
             self.drain_on_delete = local.Command(
                 f"{name}-drain-on-delete",
                 create="true",

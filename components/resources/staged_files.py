@@ -27,11 +27,14 @@ def install_staged_files(
     staged: StagedFiles,
     connection: remote.ConnectionArgs,
     vm: pulumi.Resource,
-    after: Sequence[pulumi.Resource],
+    ready: pulumi.Resource,
     parent: pulumi.Resource,
+    install_after: Sequence[pulumi.Resource] = (),
 ) -> remote.Command:
-    """The CopyToRemote of each of `staged`'s files, and the command (named `staged.name`) that installs them."""
-    on_vm = pulumi.ResourceOptions(parent=parent, depends_on=list(after), deleted_with=vm)
+    """The CopyToRemote of each of `staged`'s files with content, and the command (named `staged.name`)
+    that installs them all. The copies need only the host `ready` (its SSH user made: the firewall
+    step waits for cloud-init); the install also waits for `install_after`."""
+    on_vm = pulumi.ResourceOptions(parent=parent, depends_on=[ready], deleted_with=vm)
     copies = [
         remote.CopyToRemote(
             staged.copy_name(path),
@@ -40,12 +43,12 @@ def install_staged_files(
             remote_path=staged.staged(path),
             opts=on_vm,
         )
-        for path, text in sorted(staged.files.items())
+        for path, text in staged.copied.items()
     ]
     return remote.Command(
         staged.name,
         connection=connection,
         create=f"sudo sh -c {shlex.quote(staged.install_script())}",
         delete=f"sudo sh -c {shlex.quote(staged.removal_script())}",
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[*after, *copies], deleted_with=vm),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[ready, *install_after, *copies], deleted_with=vm),
     )

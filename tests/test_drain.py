@@ -39,7 +39,7 @@ TASK_SECONDS = 8
 
 
 def delivered(tmp_path: Path, cfg, node: str, **overrides) -> Path:
-    """The node's drain files, put under tmp_path/drain by the delivery script."""
+    """The node's drain files, staged and put under tmp_path/drain by the install script its VM command runs."""
     files = drain.drain_files(drain.drain_settings(cfg, cfg.placed(node), **overrides))
     return local_drain.deliver(files, tmp_path / "drain")
 

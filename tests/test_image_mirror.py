@@ -153,7 +153,9 @@ def test_every_node_pulls_its_images_from_the_filled_mirror_it_trusts(night, pro
     for placed in prod_config.placed_nodes:
         name = placed.node.name
         trust = night.one(COMMAND, f"{name}-docker-daemon-config")
-        assert json.loads(trust.inputs["stdin"]) == {"insecure-registries": [mirror]}
+        (daemon_json,) = night.staged_copies(trust.name)
+        assert json.loads(daemon_json.inputs["source"]["text"]) == {"insecure-registries": [mirror]}
+        assert trust.inputs["create"].rstrip("'\n").endswith("systemctl reload docker")
         assert night.one(COMMAND, f"{name}-ufw").urn in trust.dependencies
         for image_name in (f"{name}-ray-image", f"{name}-node-exporter-image", f"{name}-cadvisor-image"):
             image = night.one(IMAGE, image_name)

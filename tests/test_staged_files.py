@@ -46,6 +46,7 @@ def expected_deliveries(cfg) -> dict[str, tuple[str, dict[str, str]]]:
         ufw = firewall_rules.ufw_script(firewall_rules.firewall_rules(cfg, placed))
         deliveries[f"{name}-ufw-guard"] = ("Firewall", firewall_rules.guard_files(ufw))
         deliveries[f"{name}-log-shipping"] = ("RayCluster", log_shipping.node_files(cfg))
+        deliveries[f"{name}-docker-daemon-config"] = ("Vm", {image_mirror.DAEMON_JSON: image_mirror.daemon_json(cfg)})
         if not placed.node.head:
             files = drain.drain_files(drain.drain_settings(cfg, placed))
             deliveries[f"{name}-drain-program"] = ("RayNode", {f"{drain.DRAIN_DIR}/{p}": t for p, t in files.items()})

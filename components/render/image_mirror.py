@@ -31,6 +31,7 @@ import yaml
 
 from components.model.config import ClusterConfig
 from components.model.ports import MONITORING
+from components.render.remote_files import StagedFiles
 
 CONTAINER_NAME = "image-mirror"
 CONFIG_FILE = "/etc/ray-cluster/image-mirror.yml"  # on the host, mounted read-only at the same path
@@ -94,9 +95,11 @@ def daemon_json(cfg: ClusterConfig) -> str:
     return json.dumps({"insecure-registries": [address(cfg)]}, indent=2) + "\n"
 
 
-# Run over SSH as the node's user, the file on stdin. SIGHUP (`systemctl reload`) makes dockerd re-read
-# insecure-registries without restarting a container (moby `daemon/reload.go`, `reloadInsecureRegistries`).
-DAEMON_JSON_UPDATE = (
-    f"sudo install -d -m 0755 /etc/docker && sudo tee {DAEMON_JSON}.new >/dev/null"
-    f" && sudo mv {DAEMON_JSON}.new {DAEMON_JSON} && sudo systemctl reload docker"
-)
+# SIGHUP (`systemctl reload`) makes dockerd re-read insecure-registries without restarting a
+# container (moby `daemon/reload.go`, `reloadInsecureRegistries`).
+RELOAD_DOCKER = "systemctl reload docker"
+
+
+def daemon_config(node_name: str, cfg: ClusterConfig) -> StagedFiles:
+    """A node's daemon.json, installed by the command `<node>-docker-daemon-config`; dockerd re-reads it."""
+    return StagedFiles(f"{node_name}-docker-daemon-config", {DAEMON_JSON: daemon_json(cfg)}, then=RELOAD_DOCKER)

@@ -24,15 +24,9 @@ def trust_mirror_command(
     parent: pulumi.Resource,
 ) -> remote.Command:
     """The node's Docker daemon config, so it pulls from the mirror over HTTP (a live VM gets it too:
-    user-data reaches a VM only when it is cloned)."""
-    return remote.Command(
-        f"{node_name}-docker-daemon-config",
-        connection=connection,
-        create=image_mirror.DAEMON_JSON_UPDATE,
-        stdin=image_mirror.daemon_json(cfg),
-        # After the firewall step, which waits for cloud-init (and so for Docker).
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[firewall_ready], deleted_with=vm),
-    )
+    user-data reaches a VM only when it is cloned). After the firewall step, which waits for
+    cloud-init (and so for Docker)."""
+    return install_staged_files(image_mirror.daemon_config(node_name, cfg), connection, vm, firewall_ready, parent)
 
 
 class ImageMirror(pulumi.ComponentResource):

@@ -52,7 +52,10 @@ def authorized_keys_command(
     node_name: str, keys: str, connection: remote.ConnectionArgs, vm: pulumi.Resource, parent: pulumi.Resource
 ) -> remote.Command:
     """Keeps the node user's authorized_keys equal to the config's keys (user-data reaches a
-    VM only when it is cloned), so an SSH key is rotated without touching any VM."""
+    VM only when it is cloned), so an SSH key is rotated without touching any VM.
+
+    Not staged by CopyToRemote like the other files (staged_files.py): the user writes its own
+    file (umask 077, renamed into place), the access every other step depends on, with no root step."""
     return remote.Command(
         f"{node_name}-authorized-keys",
         connection=connection,

@@ -47,8 +47,9 @@ class ImageMirror(pulumi.ComponentResource):
         on_host = on_docker(self, docker_provider, vm)
         config = install_staged_files(
             StagedFiles(f"{host}-image-mirror-config", {image_mirror.CONFIG_FILE: image_mirror.config_yml(cfg)}),
-            # Staged once the host is up; installed once its Docker trusts the mirror, as before.
-            connection, vm, firewall_ready, parent=self, install_after=[host_trusts_mirror],
+            # The registry's own config: it needs the host up, not its Docker trusting the mirror
+            # (only the push below does), so it stays off the longest chain.
+            connection, vm, firewall_ready, parent=self,
         )
         image = docker.RemoteImage(
             f"{host}-image-mirror-image", name=cfg.image(cfg.monitoring.images.registry), keep_locally=True, opts=on_host

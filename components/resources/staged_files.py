@@ -15,7 +15,6 @@ Engine and provider behaviour relied on (pulumi/pulumi-command 1.2.1, provider/p
 from __future__ import annotations
 
 import shlex
-from typing import Sequence
 
 import pulumi
 from pulumi_command import remote
@@ -29,11 +28,10 @@ def install_staged_files(
     vm: pulumi.Resource,
     ready: pulumi.Resource,
     parent: pulumi.Resource,
-    install_after: Sequence[pulumi.Resource] = (),
 ) -> remote.Command:
     """The CopyToRemote of each of `staged`'s files with content, and the command (named `staged.name`)
-    that installs them all. The copies need only the host `ready` (its SSH user made: the firewall
-    step waits for cloud-init); the install also waits for `install_after`."""
+    that installs them all, once the host is `ready` (its SSH user made: the firewall step waits
+    for cloud-init)."""
     on_vm = pulumi.ResourceOptions(parent=parent, depends_on=[ready], deleted_with=vm)
     copies = [
         remote.CopyToRemote(
@@ -50,5 +48,5 @@ def install_staged_files(
         connection=connection,
         create=f"sudo sh -c {shlex.quote(staged.install_script())}",
         delete=f"sudo sh -c {shlex.quote(staged.removal_script())}",
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[ready, *install_after, *copies], deleted_with=vm),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[ready, *copies], deleted_with=vm),
     )

@@ -19,7 +19,7 @@ import pulumi
 import pytest
 from pulumi_command import remote
 
-from components.render import drain, firewall_rules, image_mirror, log_shipping
+from components.render import dashboard_proxy, drain, firewall_rules, image_mirror, log_shipping
 from components.render import monitoring_config as mc
 from components.render.remote_files import STAGING_ROOT, StagedFiles
 from components.resources.staged_files import install_staged_files
@@ -29,6 +29,8 @@ COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
 NIGHT = "2026-11-22T22:00:00+01:00"
 MONITOR = "ray-ao-2"
+HEAD = "ray-ao-1"
+PROXY_CONF = f"{dashboard_proxy.HOST_CONF_DIR}/{dashboard_proxy.NGINX_CONF}"
 CONNECTION = remote.ConnectionArgs(host="192.0.2.10", user="ops", private_key="key", host_key="ssh-ed25519 AAAAtest")
 
 
@@ -40,6 +42,7 @@ def expected_deliveries(cfg) -> dict[str, tuple[str, dict[str, str]]]:
         f"{MONITOR}-scrape-targets": ("Monitoring", mc.schedule_files(cfg, at)),
         f"{MONITOR}-log-archive": ("RayCluster", log_shipping.receiver_files(cfg)),
         f"{MONITOR}-image-mirror-config": ("ImageMirror", {image_mirror.CONFIG_FILE: image_mirror.config_yml(cfg)}),
+        f"{HEAD}-dashboard-proxy-config": ("DashboardProxy", {PROXY_CONF: dashboard_proxy.nginx_conf(dashboard_proxy.proxy_settings(cfg))}),
     }
     for placed in cfg.placed_nodes:
         name = placed.node.name
@@ -61,7 +64,9 @@ def test_every_file_is_staged_by_a_copy_and_installed_by_its_command(night, prod
         vm = night.one("vsphere:index/virtualMachine:VirtualMachine", node)
         # The same resource as before (type, name, parent): an existing stack updates it in place.
         assert f"ray-cluster:index:{component}$command:remote:Command::{command}" in install.urn
-        assert "stdin" not in install.inputs and "triggers" not in install.inputs
+        assert "stdin" not in install.inputs and install.delete_before_replace
+        # Replaced only where a reader must restart with its files (nginx: its container's replace_with).
+        assert install.inputs.get("triggers") == (list(files.values()) if component == "DashboardProxy" else None)
         assert install.inputs["create"].startswith("sudo sh -c ") and install.inputs["delete"].startswith("sudo sh -c ")
         assert install.deleted_with == vm.urn
         copies = night.staged_copies(command)

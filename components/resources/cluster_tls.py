@@ -19,9 +19,10 @@ from components.render import dashboard_proxy
 from components.render import tls as tls_render
 from components.render.containers import ContainerSpec
 from components.render.ray_start import IMAGE_GID, IMAGE_UID
-from components.render.remote_files import write_files_script
+from components.render.remote_files import StagedFiles
 from components.resources.docker_container import docker_container, on_docker
 from components.resources.node import OnNode
+from components.resources.staged_files import install_staged_files
 
 
 def _key(name: str, opts: pulumi.ResourceOptions) -> tls.PrivateKey:
@@ -114,15 +115,11 @@ class DashboardProxy(pulumi.ComponentResource):
         on, head = args.on, args.on.name
         super().__init__("ray-cluster:index:DashboardProxy", head, None, opts)
         conf_path = f"{dashboard_proxy.HOST_CONF_DIR}/{dashboard_proxy.NGINX_CONF}"
-        # A new config changes stdin and re-runs the write; nginx reads it at start, so the
-        # container is replaced with the command (its trigger).
-        self.config = remote.Command(
-            f"{head}-dashboard-proxy-config",
-            connection=on.connection,
-            create="sudo sh -s",
-            stdin=write_files_script({conf_path: args.nginx_conf}),
-            triggers=[args.nginx_conf],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[on.firewall_ready], deleted_with=on.vm),
+        # nginx reads its config at start: a new config replaces the command (its trigger), and
+        # the container with it (its replace_with).
+        self.config = install_staged_files(
+            StagedFiles(f"{head}-dashboard-proxy-config", {conf_path: args.nginx_conf}),
+            on.connection, on.vm, on.firewall_ready, parent=self, triggers=[args.nginx_conf],
         )
         on_head = on_docker(self, on.docker_provider, on.vm)
         image = docker.RemoteImage(

@@ -8,13 +8,15 @@ Engine and provider behaviour relied on (pulumi/pulumi-command 1.2.1, provider/p
 - CopyToRemote has no Delete: the staged copies are removed by the install command's `delete`.
 - The install command's `create` names every file's hash: a changed file changes it, which is an
   in-place Update that re-runs `create` (commandController.go), after the copies it depends on.
-  No `triggers`: a replace would create the new command first and then run the old one's
-  `delete`, removing the files just installed.
+  Only where a reader must be replaced with its files (`triggers`, and the reader's `replace_with`)
+  is the command replaced; any replacement deletes the old command first, or its `delete` would
+  remove the files the new one just installed.
 - Everything is `deleted_with` the VM: no SSH to a VM that is going anyway.
 """
 from __future__ import annotations
 
 import shlex
+from typing import Optional
 
 import pulumi
 from pulumi_command import remote
@@ -28,6 +30,7 @@ def install_staged_files(
     vm: pulumi.Resource,
     ready: pulumi.Resource,
     parent: pulumi.Resource,
+    triggers: Optional[list] = None,
 ) -> remote.Command:
     """The CopyToRemote of each of `staged`'s files with content, and the command (named `staged.name`)
     that installs them all, once the host is `ready` (its SSH user made: the firewall step waits
@@ -48,5 +51,8 @@ def install_staged_files(
         connection=connection,
         create=f"sudo sh -c {shlex.quote(staged.install_script())}",
         delete=f"sudo sh -c {shlex.quote(staged.removal_script())}",
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[ready, *copies], deleted_with=vm),
+        triggers=triggers,
+        opts=pulumi.ResourceOptions(
+            parent=parent, depends_on=[ready, *copies], deleted_with=vm, delete_before_replace=True
+        ),
     )

@@ -2,20 +2,17 @@
 text: checked against the program itself under mocks, so a delivery the render misses (or a
 file the render invents) fails here. Secret deliveries (TLS keys, Alertmanager's receivers)
 are not in the render by design."""
-import base64
 import datetime as dt
 import re
 from pathlib import PurePosixPath
 
-from components.render import drain, image_mirror, offline
+from components.render import drain, offline
 from components.render import monitoring_config as mc
 
 COMMAND = "command:remote:Command"
 NIGHT = dt.datetime.fromisoformat("2026-11-22T22:00:00+01:00")  # the `night` fixture's instant
-# components/render/remote_files.py: each file as `echo <base64> | base64 -d > <path>.tmp`.
-WRITTEN = re.compile(r"^echo (\S*) \| base64 -d > '?(/\S+?)\.tmp'?$", re.M)
-# Commands that write their stdin as one file.
-STDIN_FILES = {image_mirror.DAEMON_JSON_UPDATE: image_mirror.DAEMON_JSON}
+# components/render/remote_files.py StagedFiles.install_script: an empty file has no copy, the install makes it.
+MADE_EMPTY = re.compile(r"^cp /dev/null (/\S+?)\.tmp$", re.M)
 
 
 def owner(resource_name: str, node_names: list[str]) -> str | None:
@@ -24,17 +21,16 @@ def owner(resource_name: str, node_names: list[str]) -> str | None:
 
 
 def delivered(night, node_names: list[str]) -> dict[str, dict[str, str]]:
-    """Per node, the plain files the program's remote commands write, by path on the VM."""
+    """Per node, the plain files the program's install commands put there (staged by their copies), by path on the VM."""
     files: dict[str, dict[str, str]] = {name: {} for name in node_names}
     for command in night.of_type(COMMAND):
-        stdin = command.inputs.get("stdin")
         node = owner(command.name, node_names)
-        if node is None or "stdin" in command.secret_inputs or not isinstance(stdin, str):
+        copies = night.staged_copies(command.name)
+        if node is None or not copies:
             continue
-        for payload, path in WRITTEN.findall(stdin):
-            files[node][path] = base64.b64decode(payload).decode()
-        if command.inputs.get("create") in STDIN_FILES:
-            files[node][STDIN_FILES[command.inputs["create"]]] = stdin
+        for copy in copies:  # named <command><path on the VM>
+            files[node][copy.name.removeprefix(command.name)] = copy.inputs["source"]["text"]
+        files[node].update(dict.fromkeys(MADE_EMPTY.findall(command.inputs["create"]), ""))
     return files
 
 

@@ -29,7 +29,8 @@ STAGING_ROOT = ".ray-cluster/staged"
 
 
 def _install_lines(path: str, mode: str) -> tuple[str, str]:
-    """Make `path`'s directory, then `path` from `source` without a reader seeing half a file."""
+    """The lines around writing `path`.tmp: make its directory; then give it `mode` and rename it into
+    place, so no reader sees half a file."""
     quoted, tmp = shlex.quote(path), shlex.quote(path + ".tmp")
     return f"install -d -m 0755 {shlex.quote(posixpath.dirname(path))}", f"chmod {mode} {tmp} && mv {tmp} {quoted}"
 

@@ -418,35 +418,3 @@ def test_moving_monitoring_replaces_both_vms_and_deletes_the_old_disk_only_once_
     plan = er.up(old, program)
     assert plan.before(step("delete-replaced", VM, MONITORING_HOST), step("delete", DISK, MONITORING_HOST))
     assert plan.has("create", *DISK[:1], DISK[1].format("ray-ao-3")) and disk_attachments.attachment_problems(plan, old, program) == []
-
-
-def test_a_changed_config_file_is_copied_and_installed_in_place_restarting_no_container(prod_config):
-    """CopyToRemote.Update copies again when the text changed; the install command, whose `create` names
-    the hashes, re-runs in place (Prometheus re-reads its config): no replace, no container touched."""
-    from components.render import monitoring_config as mc
-
-    url = json.dumps({"monitoring.remoteWrite": {"url": "https://metrics.example.invalid/api/v1/write"}})
-    plan = er.up(state_after_up(), new(changes=url))
-    config = f"{prod_config.monitoring_host.node.name}-monitoring-config"
-    assert {(s.op, s.kind, s.name) for s in plan.changed()} == {
-        ("update", "CopyToRemote", f"{config}{mc.PROMETHEUS_CONFIG.host}/{mc.PROMETHEUS_YML}"),
-        ("update", "Command", config),
-    }
-
-
-def test_a_new_nginx_config_replaces_the_proxy_with_its_files_removed_before_they_are_installed():
-    """The proxy's config command is replaced (its trigger) and deleted first (delete-before-replace:
-    otherwise the old command's delete would remove the new file); the container goes first with it
-    (replace_with) and comes back after."""
-    program = new()
-    config = f"{HEAD}-dashboard-proxy-config"
-    for r in program:
-        if r.name == config and r.type.endswith(":Command"):
-            r.inputs["triggers"] = ["a new nginx.conf"]
-    plan = er.up(state_after_up(), program)
-    proxy = ("Container", f"{HEAD}-dashboard-proxy")
-    assert [(s.op, s.kind, s.name) for s in plan.changed()] == [
-        ("delete-replaced", *proxy), ("delete-replaced", "Command", config),
-        ("create-replacement", "Command", config), ("create-replacement", *proxy),
-    ]
-    assert plan.step("delete-replaced", "Command", config).calls_provider

@@ -10,6 +10,7 @@ as CopyToRemote stages them.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import stat
 import subprocess
@@ -23,7 +24,10 @@ from components.render import dashboard_proxy, drain, firewall_rules, image_mirr
 from components.render import monitoring_config as mc
 from components.render.remote_files import STAGING_ROOT, StagedFiles
 from components.resources.staged_files import install_staged_files
+from scripts.ops import engine_rules as er
 from scripts.ops.program_mocks import TEST_SECRETS, run_component
+
+import test_engine_rules as engine
 
 COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
@@ -108,6 +112,39 @@ def test_what_waits_for_the_installed_files(night, prod_config):
         if not placed.node.head:  # the drain runs before its files are removed (dependents are deleted first)
             drain_on_delete = night.one("command:local:Command", f"{name}-drain-on-delete")
             assert night.one(COMMAND, f"{name}-drain-program").urn in drain_on_delete.dependencies
+
+
+# ---- under the engine's rules (scripts/ops/engine_rules.py, the prod graph of tests/test_engine_rules.py) ----
+
+
+def test_a_changed_config_file_is_copied_and_installed_in_place_restarting_no_container(prod_config):
+    """CopyToRemote.Update copies again when the text changed; the install command, whose `create` names
+    the hashes, re-runs in place (Prometheus re-reads its config): no replace, no container touched."""
+    url = json.dumps({"monitoring.remoteWrite": {"url": "https://metrics.example.invalid/api/v1/write"}})
+    plan = er.up(engine.state_after_up(), engine.new(changes=url))
+    config = f"{prod_config.monitoring_host.node.name}-monitoring-config"
+    assert {(s.op, s.kind, s.name) for s in plan.changed()} == {
+        ("update", "CopyToRemote", f"{config}{mc.PROMETHEUS_CONFIG.host}/{mc.PROMETHEUS_YML}"),
+        ("update", "Command", config),
+    }
+
+
+def test_a_new_nginx_config_replaces_the_proxy_with_its_files_removed_before_they_are_installed():
+    """The proxy's config command is replaced (its trigger) and deleted first (delete-before-replace:
+    otherwise the old command's delete would remove the new file); the container goes first with it
+    (replace_with) and comes back after."""
+    program = engine.new()
+    config = f"{HEAD}-dashboard-proxy-config"
+    for r in program:
+        if r.name == config and r.type.endswith(":Command"):
+            r.inputs["triggers"] = ["a new nginx.conf"]
+    plan = er.up(engine.state_after_up(), program)
+    proxy = ("Container", f"{HEAD}-dashboard-proxy")
+    assert [(s.op, s.kind, s.name) for s in plan.changed()] == [
+        ("delete-replaced", *proxy), ("delete-replaced", "Command", config),
+        ("create-replacement", "Command", config), ("create-replacement", *proxy),
+    ]
+    assert plan.step("delete-replaced", "Command", config).calls_provider
 
 
 # ---- the commands, run by a real shell on files staged as SFTP stages them ----

@@ -44,10 +44,10 @@ def allowed_dashboard_sources(stack: str):
 
 
 def with_stack_networks(check):
-    """A validator running `check(props, the stack's admin and cluster networks)` on remote Commands."""
+    """A validator running `check(props, the stack's admin and cluster networks)` on what sets a firewall."""
 
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-        if args.resource_type != checks.REMOTE_COMMAND:
+        if args.resource_type not in checks.FIREWALL_TYPES:
             return
         stack = args.urn.split("::", 1)[0].rsplit(":", 1)[-1]  # urn:pulumi:<stack>::<project>::...
         try:
@@ -62,11 +62,13 @@ def with_stack_networks(check):
 
 
 def every_vm_firewalled(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    # Only the whole stack shows a firewall that is missing: no single resource does.
+    # Only the whole stack shows a firewall that is missing, or a guard that drifted from its
+    # node's firewall step: no single resource does.
     commands = {r.name: r.props for r in args.resources if r.resource_type == checks.REMOTE_COMMAND}
+    copies = {r.props["remotePath"]: r.props for r in args.resources if r.resource_type == checks.COPY_TO_REMOTE}
     for vm in args.resources:
         if vm.resource_type == checks.VIRTUAL_MACHINE:
-            for message in checks.vm_firewall_violations(vm.name, commands):
+            for message in checks.vm_firewall_violations(vm.name, commands, copies):
                 report_violation(message, vm.urn)
 
 
@@ -92,10 +94,10 @@ POLICIES = [
     ResourceValidationPolicy(
         name="firewall-default-deny",
         description=(
-            "A UFW script denies incoming by default, enables UFW, and opens no Ray port to anyone, "
-            "nor to networks that together are most of the world."
+            "A UFW script (a command's, or the firewall guard's staged copy) denies incoming by default, "
+            "enables UFW, and opens no Ray port to anyone, nor to networks that together are most of the world."
         ),
-        validate=by_type({checks.REMOTE_COMMAND: checks.firewall_violations}),
+        validate=by_type({kind: checks.firewall_violations for kind in checks.FIREWALL_TYPES}),
     ),
     ResourceValidationPolicy(
         name="dashboards-admin-only",
@@ -112,7 +114,10 @@ POLICIES = [
     ),
     StackValidationPolicy(
         name="every-vm-firewalled",
-        description="Every VM has its `<vm>-ufw` firewall command, and that firewall is default-deny.",
+        description=(
+            "Every VM has its `<vm>-ufw` firewall command, and that firewall is default-deny; its firewall "
+            "guard's staged script is default-deny too and the very script that command applies."
+        ),
         validate=every_vm_firewalled,
     ),
 ]

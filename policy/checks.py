@@ -12,24 +12,23 @@ Ports and the Ray version come from the program's own modules, never copied.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import shlex
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from components.model.checks import source_set_problem
 from components.model.config import ClusterConfig
 from components.model.versions import pinned_ray_client, pinned_version
-from components.render.firewall_rules import firewall_name
+from components.render.firewall_rules import GUARD_SCRIPT, firewall_name, guard
 from components.model.ports import MONITORING, RAY
+from policy.ufw_script import AllowRule, Network, PortRange, ufw_intent
 
 REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 CONTAINER = "docker:index/container:Container"
 REMOTE_COMMAND = "command:remote:Command"
+COPY_TO_REMOTE = "command:remote:CopyToRemote"
 VIRTUAL_MACHINE = "vsphere:index/virtualMachine:VirtualMachine"
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-PortRange = tuple[int, int]
+# The resources whose text sets a host's firewall (see `firewall_script`).
+FIREWALL_TYPES = (REMOTE_COMMAND, COPY_TO_REMOTE)
 
 
 # --- images ---------------------------------------------------------------
@@ -100,141 +99,32 @@ def container_publishing_violations(props: Mapping) -> list[str]:
 
 # --- the firewall script ----------------------------------------------------
 
-# ufw verbs after which the host's firewall is no longer what it was.
-_CHANGING_VERBS = {
-    "allow", "limit", "deny", "reject", "delete", "insert", "prepend", "route", "default", "enable", "disable", "reset",
-}
-_SEPARATORS = {";", ";;", "&&", "||", "|", "&", "(", ")"}
-
-
-@dataclass(frozen=True)
-class AllowRule:
-    """An incoming `ufw allow`/`limit` rule: from `source` to `ports` (None: every port)."""
-
-    source: str  # as written: an address, a network, or "any"
-    ports: Optional[tuple[PortRange, ...]]
-    command: str
-
-    @property
-    def network(self) -> Optional[Network]:
-        try:
-            return ipaddress.ip_network("0.0.0.0/0" if self.source == "any" else self.source, strict=False)
-        except ValueError:
-            return None
-
-    @property
-    def from_anywhere(self) -> bool:
-        return self.network is None or self.network.prefixlen == 0  # unreadable counts as anywhere
-
-    def opens(self, low: int, high: int) -> bool:
-        return self.ports is None or any(first <= high and low <= last for first, last in self.ports)
-
-
-@dataclass
-class UfwIntent:
-    """What a shell script does to ufw, in order: the last word on each setting wins."""
-
-    incoming_default: Optional[str] = None
-    enabled: bool = False
-    allows: list[AllowRule] = dataclasses.field(default_factory=list)
-
-
-def _port_ranges(spec: str) -> Optional[tuple[PortRange, ...]]:
-    """`22`, `6380:6383`, `80,443/tcp` -> ranges; a service or app name -> None (every port)."""
-    ranges = []
-    for part in spec.split("/", 1)[0].split(","):
-        first, _, last = part.partition(":")
-        if not (first.isdigit() and (last or first).isdigit()):
-            return None
-        ranges.append((int(first), int(last or first)))
-    return tuple(ranges)
-
-
-def _allow_rule(words: list[str], command: str) -> Optional[AllowRule]:
-    """Parse the words after `allow`/`limit` (ufw's simple and full syntax); None if outgoing."""
-    source, ports, side, i = "any", None, None, 0
-    while i < len(words):
-        word = words[i]
-        if word == "out":
-            return None
-        if word in ("in", "log", "log-all"):
-            i += 1
-        elif word in ("on", "proto", "comment"):
-            i += 2
-        elif word in ("from", "to"):
-            side = word
-            if word == "from":
-                source = words[i + 1] if i + 1 < len(words) else "any"
-            i += 2
-        elif word in ("port", "app"):
-            if side != "from":  # a source port does not limit what is reachable
-                ports = _port_ranges(words[i + 1]) if word == "port" and i + 1 < len(words) else None
-            i += 2
-        else:  # simple syntax: `ufw allow 8265/tcp`
-            ports = _port_ranges(word)
-            i += 1
-    return AllowRule(source, ports, command)
-
-
-def _ufw_commands(script: str) -> list[list[str]]:
-    """Every simple command on a line of the script that names ufw, as words.
-
-    Only those lines are lexed (lines the lexer cannot read are skipped): a
-    command that has no `ufw` word cannot change the firewall, and the other
-    lines (file payloads, programs) are most of what a Command carries.
-    """
-    commands: list[list[str]] = []
-    for line in script.splitlines():
-        if "ufw" not in line:
-            continue
-        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
-        lexer.whitespace_split = True
-        try:
-            tokens = list(lexer)
-        except ValueError:
-            continue  # a line inside a multi-line quoted string
-        current: list[str] = []
-        for token in tokens + [";"]:
-            if token in _SEPARATORS:
-                if current:
-                    commands.append(current)
-                current = []
-            else:
-                current.append(token)
-    return commands
-
-
-def ufw_intent(script: str) -> Optional[UfwIntent]:
-    """What `script` does to ufw; None when it never changes ufw (not a firewall script)."""
-    intent, changes = UfwIntent(), False
-    for words in _ufw_commands(script):
-        at = next((i for i, w in enumerate(words) if w.rsplit("/", 1)[-1] == "ufw"), None)
-        if at is None:
-            continue
-        args = [w for w in words[at + 1 :] if not w.startswith("--")]
-        if not args or args[0] not in _CHANGING_VERBS:
-            continue
-        changes = True
-        verb = args[0]
-        if verb == "default" and len(args) > 1:
-            if (args[2] if len(args) > 2 else "incoming") == "incoming":
-                intent.incoming_default = args[1]
-        elif verb in ("enable", "disable", "reset"):
-            intent.enabled = verb == "enable"
-            if verb == "reset":
-                intent.allows.clear()
-        else:
-            rest = args[2:] if verb == "insert" else args[1:] if verb in ("prepend", "route") else args
-            if rest and rest[0] in ("allow", "limit"):
-                rule = _allow_rule(rest[1:], shlex.join(words[at:]))
-                if rule is not None:
-                    intent.allows.append(rule)
-    return intent if changes else None
-
 
 def command_script(props: Mapping) -> str:
     """The shell text a Command runs when created or updated."""
     return "\n".join(str(props.get(key) or "") for key in ("create", "update", "stdin"))
+
+
+def is_guard_copy(props: Mapping) -> bool:
+    """Whether a CopyToRemote stages the firewall guard's script (StagedFiles.staged ends with the host path),
+    which the guard's timer re-applies as root every few minutes."""
+    return str(props.get("remotePath") or "").endswith(GUARD_SCRIPT)
+
+
+def asset_text(asset: Any) -> Optional[str]:
+    """A text asset's text: the pack receives a pulumi.StringAsset (pulumi_policy deserialize.py
+    `_deserialize_asset`), a mocks run records the wire form (`{<sig>: <asset sig>, "text": ...}`).
+    None for any other asset (a file or a URI), whose text the pack cannot read."""
+    text = asset.get("text") if isinstance(asset, Mapping) else getattr(asset, "text", None)
+    return text if isinstance(text, str) else None
+
+
+def firewall_script(props: Mapping) -> str:
+    """The shell text a resource makes a host run: a Command's script, or the firewall guard's
+    staged copy ("" if its asset is not text: `firewall_violations` refuses that)."""
+    if is_guard_copy(props):
+        return asset_text(props.get("source")) or ""
+    return command_script(props)
 
 
 def _ray_ports() -> dict[str, PortRange]:
@@ -252,8 +142,10 @@ DASHBOARDS: dict[str, int] = {
 
 
 def firewall_violations(props: Mapping) -> list[str]:
-    """A command that configures ufw leaves it enabled, deny-by-default, with no port open to all."""
-    intent = ufw_intent(command_script(props))
+    """A script that configures ufw (a command's, or the guard's) leaves it enabled, deny-by-default, with no port open to all."""
+    if is_guard_copy(props) and asset_text(props.get("source")) is None:
+        return ["the firewall guard's script is not a text asset: the pack cannot read the rules its timer re-applies"]
+    intent = ufw_intent(firewall_script(props))
     if intent is None:
         return []
     problems = []
@@ -296,10 +188,12 @@ def firewall_violations(props: Mapping) -> list[str]:
     return problems
 
 
-def vm_firewall_violations(vm_name: str, commands: Mapping[str, Mapping]) -> list[str]:
-    """A VM is firewalled by its `<vm>-ufw` Command, which must pass the default-deny checks.
+def vm_firewall_violations(vm_name: str, commands: Mapping[str, Mapping], copies: Mapping[str, Mapping]) -> list[str]:
+    """A VM is firewalled by its `<vm>-ufw` Command, which must pass the default-deny checks; its
+    firewall guard, if staged, must pass them too and re-apply exactly the Command's script.
 
-    `commands` maps every remote Command in the stack, by name, to its properties.
+    `commands` maps every remote Command in the stack, by name, to its properties; `copies` every
+    CopyToRemote, by remotePath.
     """
     name = firewall_name(vm_name)
     if name not in commands:
@@ -308,9 +202,32 @@ def vm_firewall_violations(vm_name: str, commands: Mapping[str, Mapping]) -> lis
     if ufw_intent(command_script(props)) is None:
         return [f"VM {vm_name} has no firewall: its `{name}` command never changes ufw"]
     problems = firewall_violations(props)
-    if problems:
-        return [f"VM {vm_name}'s firewall `{name}` is not default-deny: {'; '.join(problems)}"]
-    return []
+    found = [f"VM {vm_name}'s firewall `{name}` is not default-deny: {'; '.join(problems)}"] if problems else []
+    guard_path = guard(vm_name, "").staged(GUARD_SCRIPT)  # where the node's guard script is staged
+    if guard_path in copies:
+        found += _guard_violations(f"VM {vm_name}'s firewall guard ({guard_path})", name, props, copies[guard_path])
+    return found
+
+
+def _guard_violations(guard_described: str, step_name: str, step: Mapping, copy: Mapping) -> list[str]:
+    problems = firewall_violations(copy)
+    found = [f"{guard_described} is not default-deny: {'; '.join(problems)}"] if problems else []
+    text, applied = asset_text(copy.get("source")), str(step.get("stdin") or "")
+    if text is not None and text != applied:
+        guard_lines, step_lines = text.splitlines(), applied.splitlines()
+        only = [
+            f"only in {where}: {', '.join(f'`{line.strip()}`' for line in lines)}"
+            for where, lines in (
+                ("the guard", [line for line in guard_lines if line not in step_lines]),
+                (f"`{step_name}`", [line for line in step_lines if line not in guard_lines]),
+            )
+            if lines
+        ]
+        found.append(
+            f"{guard_described} is not the script its firewall step `{step_name}` applies "
+            f"({'; '.join(only) or 'the same lines in another order'}): its timer would re-apply other rules"
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -351,7 +268,7 @@ def _may_reach(dashboard: str, network: Optional[Network], sources: DashboardSou
 def dashboard_exposure_violations(props: Mapping, sources: DashboardSources) -> list[str]:
     """Grafana and Prometheus are open only to the admin networks and single cluster hosts; the Ray
     dashboard also to the cluster network."""
-    intent = ufw_intent(command_script(props))
+    intent = ufw_intent(firewall_script(props))
     if intent is None:
         return []
     problems = []
@@ -380,7 +297,7 @@ def _named_for_its_ports(rule: AllowRule, sources: DashboardSources) -> bool:
 def source_violations(props: Mapping, sources: DashboardSources) -> list[str]:
     """Every port is opened only to the cluster network, the admin networks (or parts of them),
     or, for a tier's extra port, the networks its `from` names."""
-    intent = ufw_intent(command_script(props))
+    intent = ufw_intent(firewall_script(props))
     if intent is None:
         return []
     return [

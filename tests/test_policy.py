@@ -68,6 +68,11 @@ def commands_by_name(run, without=()):
     return {r.name: r.inputs for r in resources(run, checks.REMOTE_COMMAND) if r.name not in without}
 
 
+def copies_by_path(run):
+    """Every CopyToRemote's inputs by remotePath, as the stack policy sees them."""
+    return {r.inputs["remotePath"]: r.inputs for r in resources(run, checks.COPY_TO_REMOTE)}
+
+
 def with_rule(script: str, line: str) -> str:
     """The script with `line` added just before ufw is enabled."""
     assert "\nufw --force enable" in script
@@ -90,9 +95,9 @@ def test_program_passes_every_check(request, placement, sources):
         assert checks.firewall_violations(command.inputs) == [], command.name
         assert checks.dashboard_exposure_violations(command.inputs, sources) == [], command.name
         assert checks.source_violations(command.inputs, sources) == [], command.name
-    commands = commands_by_name(prod)
+    commands, copies = commands_by_name(prod), copies_by_path(prod)
     for vm in resources(prod, checks.VIRTUAL_MACHINE):
-        assert checks.vm_firewall_violations(vm.name, commands) == [], vm.name
+        assert checks.vm_firewall_violations(vm.name, commands, copies) == [], vm.name
 
 
 def test_every_node_firewall_is_recognised_and_default_deny(prod):
@@ -287,7 +292,7 @@ def test_vm_without_a_working_firewall_is_caught(prod, change, problem):
     commands = copy.deepcopy(commands_by_name(prod))
     change(commands)
     for vm in resources(prod, checks.VIRTUAL_MACHINE):
-        violations = checks.vm_firewall_violations(vm.name, commands)
+        violations = checks.vm_firewall_violations(vm.name, commands, {})
         if vm.name == "ray-hc-2":
             (message,) = violations
             assert message.startswith("VM ray-hc-2") and problem in message

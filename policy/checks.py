@@ -210,18 +210,20 @@ def vm_firewall_violations(vm_name: str, commands: Mapping[str, Mapping], copies
 
 
 def _guard_violations(guard_described: str, step_name: str, step: Mapping, copy: Mapping) -> list[str]:
+    """The guard copy's script passes the firewall checks and is the step's `stdin`, byte for byte
+    (the differing lines are named)."""
     problems = firewall_violations(copy)
     found = [f"{guard_described} is not default-deny: {'; '.join(problems)}"] if problems else []
     text, applied = asset_text(copy.get("source")), str(step.get("stdin") or "")
     if text is not None and text != applied:
         guard_lines, step_lines = text.splitlines(), applied.splitlines()
         only = [
-            f"only in {where}: {', '.join(f'`{line.strip()}`' for line in lines)}"
-            for where, lines in (
-                ("the guard", [line for line in guard_lines if line not in step_lines]),
-                (f"`{step_name}`", [line for line in step_lines if line not in guard_lines]),
+            f"only in {where}: {', '.join(f'`{line.strip()}`' for line in lines if line not in others)}"
+            for where, lines, others in (
+                ("the guard", guard_lines, set(step_lines)),
+                (f"`{step_name}`", step_lines, set(guard_lines)),
             )
-            if lines
+            if not others.issuperset(lines)
         ]
         found.append(
             f"{guard_described} is not the script its firewall step `{step_name}` applies "

@@ -190,7 +190,7 @@ def firewall_violations(props: Mapping) -> list[str]:
 
 def vm_firewall_violations(vm_name: str, commands: Mapping[str, Mapping], copies: Mapping[str, Mapping]) -> list[str]:
     """A VM is firewalled by its `<vm>-ufw` Command, which must pass the default-deny checks; its
-    firewall guard, if staged, must pass them too and re-apply exactly the Command's script.
+    firewall guard must be staged, pass them too and re-apply exactly the Command's script.
 
     `commands` maps every remote Command in the stack, by name, to its properties; `copies` every
     CopyToRemote, by remotePath.
@@ -204,9 +204,9 @@ def vm_firewall_violations(vm_name: str, commands: Mapping[str, Mapping], copies
     problems = firewall_violations(props)
     found = [f"VM {vm_name}'s firewall `{name}` is not default-deny: {'; '.join(problems)}"] if problems else []
     guard_path = guard(vm_name, "").staged(GUARD_SCRIPT)  # where the node's guard script is staged
-    if guard_path in copies:
-        found += _guard_violations(f"VM {vm_name}'s firewall guard ({guard_path})", name, props, copies[guard_path])
-    return found
+    if guard_path not in copies:
+        return found + [f"VM {vm_name} has no firewall guard: nothing stages {guard_path}, so a rule changed by hand would last"]
+    return found + _guard_violations(f"VM {vm_name}'s firewall guard ({guard_path})", name, props, copies[guard_path])
 
 
 def _guard_violations(guard_described: str, step_name: str, step: Mapping, copy: Mapping) -> list[str]:

@@ -276,26 +276,30 @@ def test_every_vm_has_its_firewall(prod):
     assert {checks.firewall_name(vm.name) for vm in vms} == {r.name for r in firewalls(prod)}
 
 
+GUARD = ".ray-cluster/staged/ray-hc-2-ufw-guard/etc/ray-cluster/ufw.sh"  # where ray-hc-2's guard is staged
+
+
 @pytest.mark.parametrize(
     "change,problem",
     [
-        (lambda commands: commands.pop("ray-hc-2-ufw"), "no `ray-hc-2-ufw` command converges its ufw"),
-        (lambda commands: commands["ray-hc-2-ufw"].update(stdin="echo no firewall\n"), "never changes ufw"),
+        (lambda commands, copies: commands.pop("ray-hc-2-ufw"), "no `ray-hc-2-ufw` command converges its ufw"),
+        (lambda commands, copies: commands["ray-hc-2-ufw"].update(stdin="echo no firewall\n"), "never changes ufw"),
         (
-            lambda commands: commands["ray-hc-2-ufw"].update(stdin=commands["ray-hc-2-ufw"]["stdin"] + "ufw disable\n"),
+            lambda commands, copies: commands["ray-hc-2-ufw"].update(stdin=commands["ray-hc-2-ufw"]["stdin"] + "ufw disable\n"),
             "is not default-deny: the ufw script never ends with ufw enabled",
         ),
+        (lambda commands, copies: copies.pop(GUARD), f"has no firewall guard: nothing stages {GUARD}"),
     ],
-    ids=["missing", "not-ufw", "disabled"],
+    ids=["missing", "not-ufw", "disabled", "no-guard"],
 )
 def test_vm_without_a_working_firewall_is_caught(prod, change, problem):
-    commands = copy.deepcopy(commands_by_name(prod))
-    change(commands)
+    commands, copies = copy.deepcopy(commands_by_name(prod)), copy.deepcopy(copies_by_path(prod))
+    change(commands, copies)
     for vm in resources(prod, checks.VIRTUAL_MACHINE):
-        violations = checks.vm_firewall_violations(vm.name, commands, {})
+        violations = checks.vm_firewall_violations(vm.name, commands, copies)
         if vm.name == "ray-hc-2":
-            (message,) = violations
-            assert message.startswith("VM ray-hc-2") and problem in message
+            assert violations and all(m.startswith("VM ray-hc-2") for m in violations)
+            assert any(problem in m for m in violations), violations
         else:
             assert violations == [], vm.name
 

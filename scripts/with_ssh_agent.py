@@ -18,6 +18,7 @@ import sys
 from typing import Optional, Sequence
 
 from components.model.errors import NAMESPACE
+from scripts.cli import parse_with_command
 from scripts.ops.ssh_agent import AgentError, run_with_key
 
 USAGE_ERROR = 2
@@ -35,11 +36,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         type=shlex.split,
         help="a command printing the private key (default: pulumi config get ray-cluster:sshPrivateKey --stack STACK)",
     )
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run")
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        parser.error("give the command to run after --")
+    args, command = parse_with_command(parser, argv)
     try:
         key = subprocess.run(args.key_command or key_command(args.stack), capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as error:

@@ -33,6 +33,7 @@ LOOPBACK = "127.0.0.1"
 HOST_TLS_DIR = "/etc/ray-cluster/tls"  # on the VM: owner-only, owned by the Ray image's user
 CONTAINER_TLS_DIR = "/ray-tls"  # the same directory in the containers, read-only
 CA_CERT, NODE_CERT, NODE_KEY = "ca.crt", "node.crt", "node.key"
+OPERATOR_CERT, OPERATOR_KEY = "operator.crt", "operator.key"  # an operator's copy (scripts/with_cluster_access.py)
 
 # ECDSA P-256: what gRPC (BoringSSL), nginx and browsers all accept, and fast to handshake.
 KEY_ALGORITHM, ECDSA_CURVE = "ECDSA", "P256"
@@ -81,12 +82,13 @@ def ca_common_name(stack: str) -> str:
     return f"{ORGANIZATION} {stack} CA"
 
 
-def tls_env(tls_dir: str) -> dict[str, str]:
-    """What turns Ray's TLS on, for a process that reads its files from `tls_dir`."""
+def tls_env(tls_dir: str, cert: str = NODE_CERT, key: str = NODE_KEY) -> dict[str, str]:
+    """What turns Ray's TLS on, for a process that reads its files from `tls_dir`
+    (its own certificate and key there as `cert` and `key`)."""
     return {
         "RAY_USE_TLS": "1",
-        "RAY_TLS_SERVER_CERT": f"{tls_dir}/{NODE_CERT}",
-        "RAY_TLS_SERVER_KEY": f"{tls_dir}/{NODE_KEY}",
+        "RAY_TLS_SERVER_CERT": f"{tls_dir}/{cert}",
+        "RAY_TLS_SERVER_KEY": f"{tls_dir}/{key}",
         "RAY_TLS_CA_CERT": f"{tls_dir}/{CA_CERT}",
     }
 

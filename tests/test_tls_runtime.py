@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HEAD_OFFSET = 7000  # the shipped ports moved by this (the next node's by 10 more)
 WORKER_PORTS = (44000, 44999)
 NODES = ("ray-ao-1", "ray-hc-1")
+RAY_CLI = "ray.scripts.scripts"  # the `ray` command, as a module
 CPUS_PER_NODE = 2
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -176,3 +177,20 @@ def test_operator_tools_read_the_cluster_through_the_proxy(cluster, proxy):
     assert scheduler_probe.stdout.strip() == str(sorted(NODES))
     without_ca = tool("scripts.monitor_tasks", "--address", url, env={"RAY_AUTH_TOKEN": cluster.token})
     assert without_ca.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in without_ca.stderr, without_ca.stderr
+
+
+def test_with_cluster_access_gives_the_tools_and_ray_job_the_cluster_from_the_stack_outputs_alone(cluster, proxy, tmp_path):
+    """As README says an operator runs them: scripts/with_cluster_access.py reads the outputs, the
+    tools and Ray's own CLI find the dashboard (RAY_ADDRESS) and trust its proxy (REQUESTS_CA_BUNDLE)."""
+    outputs = tmp_path / "outputs.json"
+    operator = {name: Path(cluster.operator_tls[variable]).read_text() for name, variable in (
+        ("rayTlsCaCert", "RAY_TLS_CA_CERT"), ("rayTlsOperatorCert", "RAY_TLS_SERVER_CERT"), ("rayTlsOperatorKey", "RAY_TLS_SERVER_KEY"))}
+    outputs.write_text(json.dumps({"dashboardUrl": dashboard_proxy.https_url(proxy, "127.0.0.1"), "rayToken": cluster.token, **operator}))
+    with_access = ("scripts.with_cluster_access", "--stack", "local", "--outputs-command", f"cat {outputs}", "--")
+    monitor = tool(*with_access, sys.executable, "-m", "scripts.monitor_tasks", "--json", env={})
+    assert monitor.returncode == 0, monitor.stderr
+    assert {tier: c["nodes"] for tier, c in json.loads(monitor.stdout).items()} == {"always-on": 1, "heavy-compute": 1}
+    jobs = tool(*with_access, sys.executable, "-m", RAY_CLI, "job", "list", env={})  # `ray job list`
+    assert jobs.returncode == 0, jobs.stderr
+    without = tool(RAY_CLI, "job", "list", "--address", dashboard_proxy.https_url(proxy, "127.0.0.1"), env={"RAY_AUTH_TOKEN": cluster.token})
+    assert without.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in without.stdout + without.stderr

@@ -169,6 +169,12 @@ def test_the_session_runtime_directory_is_preferred_and_home_is_never_used(machi
     assert list(under_home.iterdir()) == []
 
 
+def test_a_service_account_whose_home_is_the_root_still_gets_a_directory(machine):
+    assert machine.run(machine.wrapper(*machine.probe()), HOME="/").returncode == 0
+    assert Path(machine.seen()["env"]["RAY_TLS_CA_CERT"]).parent.parent == machine.tmp
+    machine.assert_left_nothing()
+
+
 def test_a_failing_commands_status_passes_through_and_its_directory_goes(machine):
     failed = machine.run(machine.wrapper("sh", "-c", 'test -s "$RAY_TLS_SERVER_KEY" && exit 7'))
     assert failed.returncode == 7

@@ -5,8 +5,8 @@ traffic"): a tool on an operator's machine needs the cluster CA, the operators'
 client certificate and its key as files, and the variables naming them.
 `cluster_access(outputs)` writes the three files into a fresh owner-only directory
 outside $HOME and yields the environment; `run_with_access` runs one command in it,
-passes on the signals sent to this process, and removes the directory however the
-command ends (only a SIGKILL of this process leaves it behind).
+passes on the signals sent to this process (SIGINT, SIGTERM, SIGHUP), and removes the
+directory however the command ends (a SIGKILL of this process leaves it behind).
 """
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def private_base() -> Path:
     or the temporary directory, whichever is not under $HOME (where backups and syncs look)."""
     home = Path.home().resolve()
     for base in (os.environ.get("XDG_RUNTIME_DIR"), tempfile.gettempdir()):
-        if base and os.access(base, os.W_OK) and not Path(base).resolve().is_relative_to(home):
+        # HOME=/ (some service accounts) would rule out everything: it is no home to keep clear.
+        if base and os.access(base, os.W_OK) and (home == Path("/") or not Path(base).resolve().is_relative_to(home)):
             return Path(base)
     raise AccessError(f"no writable temporary directory outside $HOME ({home}): set TMPDIR")
 

@@ -120,8 +120,10 @@ def connect(ray, address: str, attempts: int = 3) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.smoke_test", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), required="RAY_ADDRESS" not in os.environ,
-                        help="ray://HEAD:10001 (Ray Client) or HEAD:6379 (GCS)")
+    # Through scripts/with_cluster_access.py the Ray Client address is there; RAY_ADDRESS otherwise.
+    address = os.environ.get(ray_state.CLIENT_ADDRESS_ENV) or os.environ.get("RAY_ADDRESS")
+    parser.add_argument("--address", default=address, required=address is None,
+                        help=f"ray://HEAD:10001 (Ray Client) or HEAD:6379 (GCS); default ${ray_state.CLIENT_ADDRESS_ENV}, else $RAY_ADDRESS")
     parser.add_argument("--tier", action="append", help="a tier to test (repeatable); default: every live tier")
     parser.add_argument("--tasks", type=int, default=50, help="tasks per tier")
     parser.add_argument("--timeout", type=float, default=120, help="seconds per tier")

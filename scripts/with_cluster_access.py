@@ -8,7 +8,8 @@ The cluster CA, the operators' client certificate and its key go into a fresh ow
 directory outside $HOME, removed when the command ends, fails or is killed. The command
 runs with RAY_USE_TLS=1, RAY_TLS_CA_CERT / RAY_TLS_SERVER_CERT / RAY_TLS_SERVER_KEY naming
 them, RAY_AUTH_MODE=token, RAY_AUTH_TOKEN, REQUESTS_CA_BUNDLE (the CA: `ray job submit`
-verifies the dashboard's HTTPS proxy) and RAY_ADDRESS (unless set: the dashboardUrl output).
+verifies the dashboard's HTTPS proxy), RAY_ADDRESS (unless set: the dashboardUrl output) and
+RAY_CLUSTER_CLIENT_ADDRESS (unless set: rayClientAddress, the smoke test's default address).
 SIGINT, SIGTERM and SIGHUP sent to this process are passed on to the command.
 Exit status: the command's (killed by a signal: killed by the same signal); 2 when the
 outputs cannot be read or lack one this needs; 127 when the command cannot be started.

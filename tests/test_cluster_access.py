@@ -30,7 +30,7 @@ from scripts.ops.local_tls import LocalCa
 ROOT = Path(__file__).resolve().parents[1]
 WRAPPER = [sys.executable, "-m", "scripts.with_cluster_access", "--stack", "prod"]
 RAY_VARIABLES = ("RAY_USE_TLS", "RAY_TLS_CA_CERT", "RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_AUTH_MODE",
-                 "RAY_AUTH_TOKEN", "REQUESTS_CA_BUNDLE", "RAY_ADDRESS")
+                 "RAY_AUTH_TOKEN", "REQUESTS_CA_BUNDLE", "RAY_ADDRESS", "RAY_CLUSTER_CLIENT_ADDRESS")
 # The command: what it was given, written to argv[1] (as JSON), then, with "wait", it counts the
 # SIGINTs and SIGTERMs it receives in argv[1].signals and exits 3 half a second after the first
 # (or after a minute without one).
@@ -136,6 +136,7 @@ def test_the_command_gets_the_stacks_credentials_in_owner_only_files(machine, ou
     assert env["RAY_USE_TLS"] == "1" and env["RAY_AUTH_MODE"] == "token"
     assert env["RAY_AUTH_TOKEN"] == outputs["rayToken"]
     assert env["RAY_ADDRESS"] == outputs["dashboardUrl"]
+    assert env["RAY_CLUSTER_CLIENT_ADDRESS"] == outputs["rayClientAddress"]  # the smoke test's default
     assert env["REQUESTS_CA_BUNDLE"] == env["RAY_TLS_CA_CERT"]
     assert {name: f["text"] for name, f in files.items()} == {
         "RAY_TLS_CA_CERT": outputs["rayTlsCaCert"],

@@ -185,11 +185,17 @@ def test_with_cluster_access_gives_the_tools_and_ray_job_the_cluster_from_the_st
     outputs = tmp_path / "outputs.json"
     operator = {name: Path(cluster.operator_tls[variable]).read_text() for name, variable in (
         ("rayTlsCaCert", "RAY_TLS_CA_CERT"), ("rayTlsOperatorCert", "RAY_TLS_SERVER_CERT"), ("rayTlsOperatorKey", "RAY_TLS_SERVER_KEY"))}
-    outputs.write_text(json.dumps({"dashboardUrl": dashboard_proxy.https_url(proxy, "127.0.0.1"), "rayToken": cluster.token, **operator}))
+    outputs.write_text(json.dumps({
+        "dashboardUrl": dashboard_proxy.https_url(proxy, "127.0.0.1"), "rayClientAddress": client_address(cluster),
+        "rayToken": cluster.token, **operator,
+    }))
     with_access = ("scripts.with_cluster_access", "--stack", "local", "--outputs-command", f"cat {outputs}", "--")
     monitor = tool(*with_access, sys.executable, "-m", "scripts.monitor_tasks", "--json", env={})
     assert monitor.returncode == 0, monitor.stderr
     assert {tier: c["nodes"] for tier, c in json.loads(monitor.stdout).items()} == {"always-on": 1, "heavy-compute": 1}
+    smoke = tool(*with_access, sys.executable, "-m", "scripts.smoke_test", "--tasks", "4", "--json", env={})  # no --address
+    assert smoke.returncode == 0, smoke.stderr
+    assert {r["tier"] for r in json.loads(smoke.stdout) if r["ok"]} == {"always-on", "heavy-compute"}
     jobs = tool(*with_access, sys.executable, "-m", RAY_CLI, "job", "list", env={})  # `ray job list`
     assert jobs.returncode == 0, jobs.stderr
     without = tool(RAY_CLI, "job", "list", "--address", dashboard_proxy.https_url(proxy, "127.0.0.1"), env={"RAY_AUTH_TOKEN": cluster.token})

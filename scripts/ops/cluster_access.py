@@ -22,10 +22,12 @@ from typing import Iterator, Mapping
 
 from components.render import tls
 from scripts.ops.local_tls import write_private
+from scripts.ops.ray_state import CLIENT_ADDRESS_ENV
 
 CA_OUTPUT, CERT_OUTPUT, KEY_OUTPUT = "rayTlsCaCert", "rayTlsOperatorCert", "rayTlsOperatorKey"
-TOKEN_OUTPUT, DASHBOARD_OUTPUT = "rayToken", "dashboardUrl"
-REQUIRED_OUTPUTS = (DASHBOARD_OUTPUT, TOKEN_OUTPUT, CA_OUTPUT, CERT_OUTPUT, KEY_OUTPUT)
+TOKEN_OUTPUT, DASHBOARD_OUTPUT, CLIENT_OUTPUT = "rayToken", "dashboardUrl", "rayClientAddress"
+REQUIRED_OUTPUTS = (DASHBOARD_OUTPUT, CLIENT_OUTPUT, TOKEN_OUTPUT, CA_OUTPUT, CERT_OUTPUT, KEY_OUTPUT)
+
 MASKED = "[secret]"  # what `pulumi stack output --json` prints for a secret without --show-secrets
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CHILD_POLL_S = 1.0  # a lost SIGCHLD costs at most this
@@ -82,6 +84,7 @@ def cluster_access(outputs: Mapping[str, str]) -> Iterator[dict[str, str]]:
             "REQUESTS_CA_BUNDLE": str(directory / tls.CA_CERT),
         }
         env.setdefault("RAY_ADDRESS", outputs[DASHBOARD_OUTPUT])
+        env.setdefault(CLIENT_ADDRESS_ENV, outputs[CLIENT_OUTPUT])
         yield env
     finally:
         shutil.rmtree(directory, ignore_errors=True)

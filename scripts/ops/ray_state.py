@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 TIER_LABEL = "tier"  # the node label `ray start --labels tier=<tier>` sets
+# The Ray Client address (ray://HEAD:10001) for the tools that run work through it (smoke_test),
+# as scripts/with_cluster_access.py sets it: RAY_ADDRESS names the dashboard, which `ray job` and
+# the state API take.
+CLIENT_ADDRESS_ENV = "RAY_CLUSTER_CLIENT_ADDRESS"
 
 
 def use_credentials_from_env() -> None:
